@@ -1,0 +1,3 @@
+from clef.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""The `clef` command line: one subcommand per stage program.
+
+Each subcommand lives in ``clef.commands.<name>`` and exposes ``add_parser(subparsers)``, which
+registers its options and sets ``func`` (a callable taking the parsed namespace and returning an exit
+status). This module only dispatches and turns :class:`clef.errors.UserError` into a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from clef import __version__
+from clef.errors import UserError
+
+# Subcommand name -> module. Order is the order `clef --help` lists them.
+COMMANDS: dict[str, str] = {
+    "synth": "clef.commands.synth",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clef",
+        description="CLEF: text-driven contrastive learning for facial action units and expressions.",
+    )
+    parser.add_argument("--version", action="version", version=f"clef {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"clef: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clef: interrupted", file=sys.stderr)
+        return 130

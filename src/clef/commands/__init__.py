@@ -1,0 +1,1 @@
+"""Stage programs of the `clef` command line: thin assemblies of library parts, one module each."""
