@@ -144,3 +144,13 @@ def test_losses_are_invariant_to_embedding_norm():
     a = supcon_loss(z1, z2, labels, 5.0)
     b = supcon_loss(3 * z1, 0.5 * z2, labels, 5.0)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_losses_compute_in_fp32_under_autocast():
+    z1, z2, labels = torch.randn(6, 4), torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
+    plain = supcon_loss(z1, z2, labels, 50.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = supcon_loss(z1, z2, labels, 50.0)
+        it = image_text_loss(z1, z2[:3], labels, 50.0)
+    assert auto.dtype == torch.float32 and it.dtype == torch.float32
+    assert auto.item() == pytest.approx(plain.item(), rel=1e-6)

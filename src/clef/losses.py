@@ -23,10 +23,13 @@ anchors) against the global batch. A rank returns the mean over its own anchors.
     the logged loss is the all-reduce mean of L_r, which equals L.
 
 Memory: the single-process form builds an N × N similarity matrix; the local form builds n × N per
-rank, so per-rank loss memory grows linearly in the global batch (``benchmarks/loss_memory.py``).
+rank: W times less, and at a fixed per-rank batch n it grows linearly (not quadratically) in the
+global batch N (``benchmarks/loss_memory.py``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +43,23 @@ def _scale(logit_scale: float | torch.Tensor, like: torch.Tensor) -> torch.Tenso
     if isinstance(logit_scale, torch.Tensor):
         return logit_scale.to(like.dtype)
     return torch.tensor(float(logit_scale), dtype=like.dtype, device=like.device)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    # Logits reach 100 (CLIP's scale clamp); in bf16 their rounding error would be ~0.4, so the losses
+    # compute in fp32 (fp64 inputs stay fp64) even when the towers run under bf16 autocast.
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _without_autocast(loss_fn):
+    """Run a loss with autocast off on its inputs' device (the towers may run under bf16 autocast)."""
+
+    @functools.wraps(loss_fn)
+    def wrapper(first: torch.Tensor, *args, **kwargs):
+        with torch.autocast(device_type=first.device.type, enabled=False):
+            return loss_fn(first, *args, **kwargs)
+
+    return wrapper
 
 
 def _multi_positive_ce(logits: torch.Tensor, positives: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -73,7 +93,7 @@ def _view_contrast(
     if labels.shape != (z1.shape[0],):
         raise ValueError(f"labels must be (B,) = ({z1.shape[0]},); got {tuple(labels.shape)}")
     # Local views in the order [z1; z2]: row i and row i + B are the two views of frame i.
-    local = F.normalize(torch.cat([z1, z2], dim=0), dim=-1)  # (2B, D)
+    local = F.normalize(_at_least_fp32(torch.cat([z1, z2], dim=0)), dim=-1)  # (2B, D)
     local_labels = torch.cat([labels, labels], dim=0)  # (2B,)
     if gather_distributed and get_world_size() > 1:
         views = all_gather_with_grad(local)  # (W * 2B, D), rank r's block at r * 2B
@@ -81,14 +101,29 @@ def _view_contrast(
         offset = get_rank() * local.shape[0]
     else:
         views, view_labels, offset = local, local_labels, 0
-    logits = _scale(scale, local) * local @ views.T  # (2B, 2N)
+    s = _scale(scale, local)
     rows = torch.arange(local.shape[0], device=local.device)
-    not_self = torch.ones_like(logits, dtype=torch.bool)
-    not_self[rows, rows + offset] = False  # an anchor is never its own positive nor in its denominator
-    positives = (local_labels[:, None] == view_labels[None, :]) & not_self
-    return _multi_positive_ce(logits, positives, not_self).mean()
+
+    # Denominator: logsumexp over every other view. The (2B, 2N) logits are the only matrix of that
+    # size in the forward pass: the self entries are masked in place (the matmul's backward needs its
+    # inputs, not its output), and no boolean positive mask is built (below).
+    logits = (s * local) @ views.T  # (2B, 2N)
+    logits[rows, rows + offset] = float("-inf")
+    lse = torch.logsumexp(logits, dim=1)  # (2B,)
+
+    # Positives: Σ_{p ∈ P(i)} s·v_i·v_p = s·v_i·(C[y_i] − v_i), with C[c] the sum of the views of class
+    # c over the global batch; |P(i)| = count[y_i] − 1 ≥ 1 (i's own other view is always there).
+    classes, inverse = torch.unique(view_labels, return_inverse=True)
+    class_sum = torch.zeros(len(classes), views.shape[1], dtype=views.dtype, device=views.device)
+    class_sum = class_sum.index_add(0, inverse, views)  # (U, D)
+    count = torch.bincount(inverse, minlength=len(classes))  # (U,)
+    mine = inverse[offset : offset + local.shape[0]]  # class index of each local anchor
+    own = views[offset : offset + local.shape[0]]  # the anchors' rows as seen in the gathered batch
+    pos_sum = s * (local * (class_sum[mine] - own)).sum(dim=1)  # (2B,)
+    return (lse - pos_sum / (count[mine] - 1)).mean()
 
 
+@_without_autocast
 def supcon_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -117,6 +152,7 @@ def supcon_loss(
     return _view_contrast(z1, z2, labels, logit_scale, gather_distributed)
 
 
+@_without_autocast
 def nt_xent_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -143,6 +179,7 @@ def nt_xent_loss(
     return _view_contrast(z1, z2, ids, 1.0 / temperature, gather_distributed)
 
 
+@_without_autocast
 def image_text_loss(
     img_emb: torch.Tensor,
     text_emb: torch.Tensor,
@@ -180,8 +217,8 @@ def image_text_loss(
     k = text_emb.shape[0]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
         raise ValueError(f"labels must lie in [0, {k}); got range [{int(labels.min())}, {int(labels.max())}]")
-    img = F.normalize(img_emb, dim=-1)
-    txt = F.normalize(text_emb, dim=-1)
+    img = F.normalize(_at_least_fp32(img_emb), dim=-1)
+    txt = F.normalize(_at_least_fp32(text_emb), dim=-1)
     s = _scale(logit_scale, img)
     loss_i2t = F.cross_entropy(s * img @ txt.T, labels)
 
@@ -198,6 +235,7 @@ def image_text_loss(
     return 0.5 * (loss_i2t + loss_t2i)
 
 
+@_without_autocast
 def description_name_loss(
     desc_emb: torch.Tensor,
     name_emb: torch.Tensor,
@@ -218,8 +256,8 @@ def description_name_loss(
     """
     if desc_emb.shape != name_emb.shape or desc_emb.ndim != 2:
         raise ValueError(f"need two (C, D) tensors; got {tuple(desc_emb.shape)} and {tuple(name_emb.shape)}")
-    d = F.normalize(desc_emb, dim=-1)
-    n = F.normalize(name_emb, dim=-1)
+    d = F.normalize(_at_least_fp32(desc_emb), dim=-1)
+    n = F.normalize(_at_least_fp32(name_emb), dim=-1)
     logits = _scale(logit_scale, d) * d @ n.T  # (C, C)
     target = torch.arange(d.shape[0], device=d.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
