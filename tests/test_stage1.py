@@ -99,7 +99,7 @@ def test_engine_runs_stage1_and_lowers_the_loss(tmp_path):
         "image": ParamGroup(model.image.parameters(), 3e-3),
         "text": ParamGroup(list(model.text.parameters()) + [model.logit_scale], 1e-3),
     }
-    cfg = EngineConfig(steps=30, warmup_steps=3, log_every=1, checkpoint_every=30, progress=False)
+    cfg = EngineConfig(steps=15, warmup_steps=3, log_every=1, checkpoint_every=15, progress=False)
     result = train(model, step, groups, loader, cfg, tmp_path, generators={"augment": gen})
     first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     assert math.isfinite(result.loss) and result.loss < 0.8 * first
