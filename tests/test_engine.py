@@ -165,3 +165,17 @@ def test_no_weight_decay_on_norms_biases_and_scalars():
             {"a": ParamGroup([model.logit_scale], 1.0), "b": ParamGroup([model.logit_scale], 1.0)},
             EngineConfig(),
         )
+
+
+def test_tensorboard_is_optional(tmp_path):
+    model, step_fn, groups, loader, gens = _setup()
+    cfg = EngineConfig(steps=2, warmup_steps=1, progress=False, tensorboard=True)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.warns(UserWarning, match="tensorboard package is not installed"):
+            train(model, step_fn, groups, loader, cfg, tmp_path, generators=gens)
+        assert (tmp_path / "metrics.jsonl").exists()
+    else:
+        train(model, step_fn, groups, loader, cfg, tmp_path, generators=gens)
+        assert (tmp_path / "tensorboard").is_dir()

@@ -51,6 +51,14 @@ def test_frame_stride_keeps_near_duplicates_apart_within_a_pass():
         assert len(frames) == 8 and np.all(np.diff(frames) == 8)
 
 
+def test_from_records_equals_explicit_columns():
+    rec = _table()
+    built = ActivityBalancedBatchSampler.from_records(
+        rec, activities_per_batch=4, frames_per_activity=5, frame_stride=4, seed=3
+    )
+    assert built.batches(0) == _sampler(rec).batches(0)
+
+
 def test_subset_of_activities_per_batch():
     rec = _table()
     for batch in _sampler(rec, activities_per_batch=2, frames_per_activity=3):

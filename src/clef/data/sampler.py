@@ -158,6 +158,11 @@ class ActivityBalancedBatchSampler(_ShardedEpochSampler):
             batches_per_epoch = max(1, strided // (self.k * self.m) // self.world_size)
         self._per_rank = int(batches_per_epoch)
 
+    @classmethod
+    def from_records(cls, records: pd.DataFrame, **kwargs) -> ActivityBalancedBatchSampler:
+        """Build from a record table's ``activity``, ``subject`` and ``frame`` columns (kwargs as above)."""
+        return cls(records["activity"], records["subject"], records["frame"], **kwargs)
+
     def __len__(self) -> int:
         return self._per_rank
 
