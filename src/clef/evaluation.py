@@ -10,14 +10,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: figures go to files, global state stays untouched
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from clef.metrics import (  # noqa: E402
+from clef.metrics import (
     accuracy,
     au_f1_from_probabilities,
     confusion_matrix,
@@ -98,7 +95,8 @@ def write_au_result(result: AUResult, out: Path, title: str = "AU detection") ->
     rule = "|" + "---|" * len(table)
     values = "| " + " | ".join(f"{100 * v:.1f}" for v in table["F1"]) + " |"
     paths[2].write_text(f"**{title}** (F1 x 100, threshold 0.5)\n\n{header}\n{rule}\n{values}\n")
-    fig, ax = plt.subplots(figsize=(max(4, 0.55 * len(result.aus) + 1.5), 3.2))
+    fig = Figure(figsize=(max(4, 0.55 * len(result.aus) + 1.5), 3.2))
+    ax = fig.subplots()
     x = np.arange(len(result.aus))
     ax.bar(x, 100 * np.asarray(result.f1), color="#4c72b0", label="F1")
     ax.plot(x, 100 * np.asarray(result.base_rate), "k_", markersize=14, label="base rate")
@@ -110,7 +108,6 @@ def write_au_result(result: AUResult, out: Path, title: str = "AU detection") ->
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(paths[3], dpi=120)
-    plt.close(fig)
     return paths
 
 
@@ -128,7 +125,8 @@ def write_fer_result(result: FERResult, out: Path, title: str = "Expression reco
     )
     matrix = np.asarray(result.confusion, dtype=np.float64)
     rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(result.classes), 0.8 + 0.6 * len(result.classes)))
+    fig = Figure(figsize=(1.0 + 0.6 * len(result.classes), 0.8 + 0.6 * len(result.classes)))
+    ax = fig.subplots()
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(result.classes)):
         for j in range(len(result.classes)):
@@ -141,5 +139,4 @@ def write_fer_result(result: FERResult, out: Path, title: str = "Expression reco
     ax.set_title(f"{title}: acc {100 * result.accuracy:.1f}")
     fig.tight_layout()
     fig.savefig(paths[3], dpi=120)
-    plt.close(fig)
     return paths
