@@ -105,7 +105,8 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"class order: {', '.join(attrs['classes'])}")
     protocol = attrs.get("protocol")
     if protocol is not None:
-        print(f"protocol: {protocol.name} ({len(protocol.parts)} subject-exclusive parts)")
+        where = f", file {attrs['protocol_file']}" if attrs.get("protocol_file") else ""
+        print(f"protocol: {protocol.name} ({len(protocol.parts)} subject-exclusive parts{where})")
     for reason, count in (attrs.get("dropped") or {}).items():
         print(f"dropped by the dataset's protocol: {count} {reason}")
 

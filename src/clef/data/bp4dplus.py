@@ -9,7 +9,8 @@ BP4D+ has no official folds. ``folds=<file>`` reads a user fold file (YAML in th
 CSV ``subject,part``, see :func:`clef.data.folds.load_protocol_file`); otherwise subject-exclusive
 parts are generated from ``seed`` over the subjects found (:func:`clef.data.folds.generate_protocol`)
 and, when ``save_folds`` is given, written there so that the run can be repeated. The protocol is
-returned in ``records.attrs["protocol"]``.
+returned in ``records.attrs["protocol"]`` and the fold file read or written in
+``records.attrs["protocol_file"]``.
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ def load_bp4dplus(
         for subject in unlisted:
             problems(f"{folds}: subject {subject} of {root} is not listed in any part")
         records = records[~records["subject"].isin(unlisted)].reset_index(drop=True)
+        records.attrs["protocol_file"] = str(folds)
     else:
         protocol = generate_protocol(
             records["subject"], n_parts=n_parts, seed=seed, name=f"bp4dplus-seed{seed}"
         )
         if save_folds is not None:
             target = Path(save_folds)
-            save_protocol(protocol, target / FOLD_FILE_NAME if target.is_dir() else target)
+            written = save_protocol(protocol, target / FOLD_FILE_NAME if target.is_dir() else target)
+            records.attrs["protocol_file"] = str(written)
     records["fold"] = pd.array([protocol.part_of(s) for s in records["subject"]], dtype="Int64")
     records.attrs["protocol"] = protocol
     records.attrs["skipped"] = problems.skipped

@@ -148,7 +148,7 @@ def _votes(table: pd.DataFrame, label_file: Path, problems: Problems) -> tuple[n
             problems(f"{where}: Usage {usage!r} is not one of {', '.join(USAGE_SPLIT)}")
         else:
             j = int(np.argmin(is_count[i]))
-            problems(f"{where}: {VOTE_COLUMNS[j]} vote count {raw[i, j]!r} is not an integer >= 0")
+            problems(f"{where}: {VOTE_COLUMNS[j]} vote count {str(raw[i, j])!r} is not an integer >= 0")
     votes = np.where(is_count, raw, "0").astype(np.float64)
     return votes, ok
 

@@ -24,9 +24,9 @@ def counts_by(records: pd.DataFrame, column: str) -> pd.DataFrame | None:
     keyed = records.assign(**{column: records[column].astype("string").fillna("<NA>")})
     groups = keyed.groupby(column, sort=True)
     table = pd.DataFrame({"images": groups.size()})
-    for other in ("subject", "activity"):
+    for other, plural in (("subject", "subjects"), ("activity", "activities")):
         if other != column and records[other].notna().any():
-            table[f"{other}s"] = groups[other].nunique()
+            table[plural] = groups[other].nunique()
     return table
 
 
