@@ -61,7 +61,10 @@ def make_bp4d(root: Path, frames: int, rng) -> None:
 def make_affectnet(root: Path, rows: int, rng) -> None:
     lists = root / "Manually_Annotated_file_lists"
     lists.mkdir(parents=True)
-    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
+    header = (
+        "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
+        "expression,valence,arousal\n"
+    )
     for name, n in (("training.csv", rows), ("validation.csv", 5500)):
         codes = rng.integers(0, 11, n)
         lines = []
@@ -84,7 +87,8 @@ def make_ferplus(root: Path, rows: int, rng) -> None:
     (root / "fer2013new.csv").write_text(
         head
         + "".join(
-            f"{u},fer{i:07d}.png,{','.join(map(str, v))}\n" for i, (u, v) in enumerate(zip(usage, votes))
+            f"{u},fer{i:07d}.png,{','.join(map(str, v))}\n"
+            for i, (u, v) in enumerate(zip(usage, votes, strict=True))
         )
     )
     pixels = " ".join(["128"] * 48 * 48)
