@@ -16,6 +16,8 @@ from clef.data.folds import Protocol
 from clef.data.records import au_targets, record_aus
 from clef.labels import au_column
 
+SPLITS = ("train", "val", "test")
+
 
 def counts_by(records: pd.DataFrame, column: str) -> pd.DataFrame | None:
     """Images, subjects and activities per value of ``column`` (None when the column is all NA)."""
@@ -96,9 +98,11 @@ def expression_table(records: pd.DataFrame, classes: Iterable[str] | None = None
     split = labelled["split"].astype("string").fillna("all")
     table = pd.crosstab(labelled["expression"].astype(str), split.astype(str))
     table.columns.name = None
-    order = [c for c in (classes or []) if c in table.index]
+    table = table[[c for c in ("train", "val", "test") if c in table] + [c for c in table if c not in SPLITS]]
+    # Every class of the dataset gets a row, zero counts included, in the dataset's own order.
+    order = list(classes or [])
     order += [c for c in sorted(table.index) if c not in order]
-    table = table.loc[order]
+    table = table.reindex(order, fill_value=0)
     table.index.name = "expression"
     table["total"] = table.sum(axis=1)
     table["share"] = (table["total"] / table["total"].sum()).round(4)
