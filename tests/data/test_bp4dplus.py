@@ -71,3 +71,15 @@ def test_user_fold_files(tmp_path, image):
         load_protocol_file(bad_yaml)
     good = save_protocol(generate_protocol(["F001", "F002", "M001"], n_parts=2, seed=1), tmp_path / "p.yaml")
     assert load_protocol_file(good).parts == generate_protocol(["F001", "F002", "M001"], 2, seed=1).parts
+
+
+def test_uncoded_tasks_are_masked_frames(tmp_path, image):
+    root = tmp_path / "bp4dplus"
+    _bp4dplus(root, image, subjects=("F001", "M001", "M002"))
+    for frame in (1, 2, 3):
+        image(root / "F001" / "T2" / f"{frame}.jpg")
+    assert set(load_dataset("bp4dplus", root)["activity"]) == {"T1", "T6"}
+    rec = load_dataset("bp4dplus", root, uncoded_tasks=True)
+    t2 = rec[rec["activity"] == "T2"]
+    assert list(t2["frame"]) == [1, 2, 3] and t2[["AU1", "AU12"]].isna().all().all()
+    assert t2["fold"].notna().all() and len(rec) == 12 + 3

@@ -57,7 +57,7 @@ def add_parser(subparsers) -> None:
         metavar="KEY=VALUE",
         help=(
             "loader option, repeatable: first_frame=1 (disfa); folds=FILE, seed=N, n_parts=N, "
-            "save_folds=PATH (bp4dplus); pixels_csv=FILE, cache_dir=DIR (ferplus)"
+            "save_folds=PATH, uncoded_tasks=true (bp4dplus); pixels_csv=FILE, cache_dir=DIR (ferplus)"
         ),
     )
     check.add_argument("--no-progress", action="store_true", help="hide the progress bar")

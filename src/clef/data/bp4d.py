@@ -39,6 +39,8 @@ def load_bp4d(root: str | Path, on_error: str = "raise", protocol: str = "bp4d")
     """
     problems = Problems(on_error)
     records = load_au_occ_tree(Path(root), "bp4d", problems)
+    if (Path(root) / SIDE_FILE).exists():
+        records = merge_side_file(records, Path(root) / SIDE_FILE, keys=["subject", "activity", "frame"])
     parts = load_protocol(protocol)
     records["fold"] = pd.array([parts.part_of(s) for s in records["subject"]], dtype="Int64")
     records.attrs["protocol"] = parts
@@ -47,10 +49,7 @@ def load_bp4d(root: str | Path, on_error: str = "raise", protocol: str = "bp4d")
 
 
 def load_au_occ_tree(root: Path, dataset: str, problems: Problems) -> pd.DataFrame:
-    """Records of every coded row of ``root/AUCoding/AU_OCC/*.csv`` (BP4D and BP4D+), fold NA.
-
-    Merges the built-in world's side file when the root holds one.
-    """
+    """Records of every coded row of ``root/AUCoding/AU_OCC/*.csv`` (BP4D and BP4D+), fold NA."""
     occ_dir = root / "AUCoding" / "AU_OCC"
     if not occ_dir.is_dir():
         raise UserError(f"{root}: not a {dataset} layout (missing folder AUCoding/AU_OCC)")
@@ -64,11 +63,7 @@ def load_au_occ_tree(root: Path, dataset: str, problems: Problems) -> pd.DataFra
             tables.append(table)
     if not tables:
         raise UserError(f"{occ_dir}: no usable AU_OCC file")
-    records = concat_records(tables)
-    side = root / SIDE_FILE
-    if side.exists():
-        records = merge_side_file(records, side, keys=["subject", "activity", "frame"])
-    return records
+    return concat_records(tables)
 
 
 def _load_video(root: Path, csv_path: Path, dataset: str, problems: Problems) -> pd.DataFrame | None:

@@ -11,19 +11,29 @@ parts are generated from ``seed`` over the subjects found (:func:`clef.data.fold
 and, when ``save_folds`` is given, written there so that the run can be repeated. The protocol is
 returned in ``records.attrs["protocol"]`` and the fold file read or written in
 ``records.attrs["protocol_file"]``.
+
+``uncoded_tasks=True`` also adds the frames of every ``<subject>/<task>/`` folder that has no AU_OCC
+file (all AUs NaN, i.e. masked): stage-1 pre-training needs only the activity, so the tasks BP4D+
+did not FACS-code still serve it.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from clef.data.bp4d import load_au_occ_tree
+from clef.data.bp4d import SIDE_FILE, load_au_occ_tree, merge_side_file
 from clef.data.folds import generate_protocol, load_protocol_file, save_protocol
 from clef.data.problems import Problems
+from clef.data.reading import frame_files
+from clef.data.records import concat_records, make_records, record_aus
+from clef.labels import au_column
 
 FOLD_FILE_NAME = "bp4dplus_folds.yaml"
+_TASK = re.compile(r"^T\d+$")
 
 
 def load_bp4dplus(
@@ -33,6 +43,7 @@ def load_bp4dplus(
     seed: int = 0,
     n_parts: int = 3,
     save_folds: str | Path | None = None,
+    uncoded_tasks: bool = False,
 ) -> pd.DataFrame:
     """Turn a BP4D+-layout folder into a record table with a subject-exclusive ``fold`` column.
 
@@ -42,6 +53,11 @@ def load_bp4dplus(
     """
     problems = Problems(on_error)
     records = load_au_occ_tree(Path(root), "bp4dplus", problems)
+    if uncoded_tasks:
+        extra = _uncoded_frames(Path(root), records)
+        records = concat_records([records, extra]) if len(extra) else records
+    if (Path(root) / SIDE_FILE).exists():
+        records = merge_side_file(records, Path(root) / SIDE_FILE, keys=["subject", "activity", "frame"])
     if folds is not None:
         protocol = load_protocol_file(folds)
         unlisted = sorted(set(records["subject"]) - {s for p in protocol.parts.values() for s in p})
@@ -61,3 +77,27 @@ def load_bp4dplus(
     records.attrs["protocol"] = protocol
     records.attrs["skipped"] = problems.skipped
     return records
+
+
+def _uncoded_frames(root: Path, coded: pd.DataFrame) -> pd.DataFrame:
+    """Records (AUs all NaN) of the frames of ``<subject>/<task>/`` folders without an AU_OCC file."""
+    done = set(zip(coded["subject"], coded["activity"], strict=True))
+    paths, subjects, tasks, frames = [], [], [], []
+    for subject_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "AUCoding"):
+        for task_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir() and _TASK.match(p.name)):
+            if (subject_dir.name, task_dir.name) in done:
+                continue
+            for frame, path in sorted(frame_files(task_dir).items()):
+                paths.append(str(path))
+                subjects.append(subject_dir.name)
+                tasks.append(task_dir.name)
+                frames.append(frame)
+    columns = {
+        "dataset": "bp4dplus",
+        "path": np.array(paths, dtype=object),
+        "subject": np.array(subjects, dtype=object),
+        "activity": np.array(tasks, dtype=object),
+        "frame": np.array(frames, dtype=np.int64),
+    }
+    columns.update({au_column(a): np.nan for a in record_aus(coded)})
+    return make_records(columns, len(paths))

@@ -33,7 +33,7 @@ from clef.data.problems import Problems
 from clef.data.reading import FolderListing, read_csv_rows
 from clef.data.records import make_records
 from clef.errors import UserError
-from clef.labels import ALL_AUS, EXPRESSIONS, au_column, au_intensity_column
+from clef.labels import ALL_AUS, EXPRESSIONS
 
 DEFAULT_NAME = "labels.csv"
 TEXT_COLUMNS = ("subject", "activity", "activity_text")
@@ -76,12 +76,6 @@ def load_csv(root: str | Path, on_error: str = "raise") -> pd.DataFrame:
     records = make_records(columns, n)
     records.attrs["skipped"] = problems.skipped
     return records
-
-
-def valid_columns() -> list[str]:
-    """Every column name the generic CSV accepts."""
-    aus = [au_column(a) for a in ALL_AUS] + [au_intensity_column(a) for a in ALL_AUS]
-    return ["path", *TEXT_COLUMNS, *INT_COLUMNS, "split", "expression", *aus]
 
 
 def _check_columns(csv_path: Path, names: list[str]) -> set[str]:
