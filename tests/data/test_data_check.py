@@ -1,6 +1,8 @@
 """`clef data check` end to end on tiny good and broken trees."""
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from clef import cli
 
@@ -86,3 +88,15 @@ def test_check_generic_csv_reports_subject_leak(tmp_path, image, capsys):
     out = capsys.readouterr().out
     assert status == 1 and "subject S1 is in both the train and the test split" in out
     assert "expressions" in out and "fear" in out
+
+
+def test_check_truncated_jpeg(tmp_path, image, capsys):
+    _bp4d(tmp_path, image)
+    path = tmp_path / "F001" / "T1" / "2440.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut short: headers intact, end-of-image marker gone
+    assert cli.main(["data", "check", "bp4d", str(tmp_path), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert str(path) in out and "end-of-image marker missing" in out

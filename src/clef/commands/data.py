@@ -47,7 +47,8 @@ def add_parser(subparsers) -> None:
     check.add_argument(
         "--decode-images",
         action="store_true",
-        help="fully decode every image (finds JPEGs cut short; much slower than the default check)",
+        help="also fully decode every image (much slower; the default check already finds unreadable "
+        "files and JPEGs cut short)",
     )
     check.add_argument(
         "-o",

@@ -112,18 +112,32 @@ def expression_table(records: pd.DataFrame, classes: Iterable[str] | None = None
 def verify_images(paths: Iterable[str], decode: bool = False, progress: bool = True) -> list[tuple[str, str]]:
     """(path, reason) for every image Pillow cannot open and verify.
 
-    ``Image.verify`` checks the file structure (PNG chunk CRCs, headers) without decoding; a JPEG cut
-    short can pass it, so ``decode=True`` also decodes every image fully (much slower).
+    ``Image.verify`` checks the file structure (PNG chunk CRCs, headers) without decoding. It passes a
+    JPEG cut short, so JPEGs must also end with their end-of-image marker, which catches truncated
+    copies cheaply; ``decode=True`` also decodes every image fully (much slower, catches the rest).
     """
     paths = list(paths)
     bad = []
     for path in tqdm(paths, desc="verifying images", unit="img", disable=not progress, leave=False):
         try:
             with Image.open(path) as image:
+                image_format = image.format
                 image.verify()
+            if image_format == "JPEG" and not _ends_with_jpeg_eoi(path):
+                bad.append((path, "JPEG end-of-image marker missing (file cut short?)"))
+                continue
             if decode:
                 with Image.open(path) as image:
                     image.load()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             bad.append((path, f"{type(err).__name__}: {err}"))
     return bad
+
+
+def _ends_with_jpeg_eoi(path: str, tail: int = 1024) -> bool:
+    # Some encoders pad after the EOI marker (FF D9), so look for it near the end, not at the last byte.
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(max(0, size - tail))
+        return b"\xff\xd9" in handle.read()
