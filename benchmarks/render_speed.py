@@ -1,0 +1,49 @@
+"""Single-process rendering speed of the synthetic face renderer.
+
+Prints images/s at 64, 112 and 224 pixels, with and without JPEG encoding, for lab-domain frames
+(fresh random AU vector and nuisances per frame, a pool of 41 identities as in the lab world).
+
+    PYTHONPATH=src python benchmarks/render_speed.py [--n 2000] [--domain lab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from clef.synth.identity import sample_identity
+from clef.synth.render import encode_jpeg, render_face, sample_nuisance
+
+
+def bench(size: int, n: int, jpeg: bool, domain: str) -> float:
+    rng = np.random.default_rng(0)
+    identities = [sample_identity(rng, domain) for _ in range(41)]
+    aus = rng.uniform(0, 5, (n, 17)) * (rng.random((n, 17)) < 0.3)
+    nuisances = [sample_nuisance(rng, domain) for _ in range(n)]
+    for i in range(min(n, 50)):  # warm the per-identity caches
+        render_face(identities[i % 41], aus[i], nuisances[i], size, rng=rng)
+    t0 = time.perf_counter()
+    for i in range(n):
+        img = render_face(identities[i % 41], aus[i], nuisances[i], size, rng=rng)
+        if jpeg:
+            encode_jpeg(img, nuisances[i].jpeg_quality)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="images per measurement")
+    parser.add_argument("--domain", default="lab", choices=("lab", "wild"))
+    args = parser.parse_args()
+    print(f"domain={args.domain}, single process")
+    for size in (64, 112, 224):
+        n = args.n if size == 64 else max(200, args.n // (size // 64) ** 2)
+        raw = bench(size, n, jpeg=False, domain=args.domain)
+        enc = bench(size, n, jpeg=True, domain=args.domain)
+        print(f"size {size:3d}: {raw:7.0f} img/s render only, {enc:7.0f} img/s with JPEG")
+
+
+if __name__ == "__main__":
+    main()

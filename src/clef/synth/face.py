@@ -1,0 +1,368 @@
+"""FACS action units as landmark geometry in a canonical face frame.
+
+Frame: the rendered crop spans [-1, 1] on both axes before per-frame nuisances; x grows to the
+image right, **y grows downward** (image convention), so "raised" means a smaller y. Per-side arrays
+have a leading axis of 2 ordered ``[image-left, image-right]``; the image-left half (x < 0) is the
+subject's *right* side. ``unilateral="left"`` therefore acts on the subject's left = image-right half
+(FACS notation L12), ``"right"`` on the image-left half.
+
+Every AU is a local, continuous displacement (or wrinkle strength) linear in its intensity
+``a = clip(au, 0, 5) / 5`` (FACS A..E ~ 1..5); displacements of different AUs add, lid openings and
+lip thicknesses multiply, so combinations (6+12, 25+26, 1+2+5+26, 4+5+7+23) stay sensible. The
+magnitudes are chosen so that intensity 2 moves a landmark by at least about one pixel at 64x64
+(one canonical unit = 32 pixels there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from clef.errors import UserError
+from clef.labels import ALL_AUS
+from clef.synth.identity import Identity
+
+AU_INDEX: dict[int, int] = {au: i for i, au in enumerate(ALL_AUS)}
+UNILATERAL_CHOICES: tuple[str | None, ...] = (None, "left", "right")
+
+N_BROW = 5  # brow centre line points, inner -> outer
+N_LID = 7  # lid points, inner corner -> outer corner
+N_LIP = 11  # lip contour points, image-left corner -> image-right corner
+N_OUTLINE = 40  # head outline points
+
+_SIDE = np.array([-1.0, 1.0])  # x sign of [image-left, image-right]
+_T_BROW = np.linspace(0.0, 1.0, N_BROW)
+_U_LID = np.linspace(-1.0, 1.0, N_LID)  # -1 = inner corner, +1 = outer corner
+_U_LIP = np.linspace(-1.0, 1.0, N_LIP)
+_LIP_OPEN = (1.0 - _U_LIP**2) ** 0.6
+_LIP_LOWER = (1.0 - _U_LIP**2) ** 0.55
+_LIP_BOW = np.sqrt(1.0 - _U_LIP**2) * (
+    1.0 + 0.3 * np.exp(-(((np.abs(_U_LIP) - 0.3) / 0.16) ** 2)) - 0.25 * np.exp(-((_U_LIP / 0.12) ** 2))
+)
+_LIP_CURVE = np.abs(_U_LIP) ** 1.8
+_LIP_CENTRE = 1.0 - _U_LIP**4
+_LIP_LEFT = _U_LIP < 0
+_PHI = np.linspace(0.0, 2.0 * np.pi, N_OUTLINE, endpoint=False)  # 0 = image right, pi/2 = chin
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Named landmarks of one face (canonical frame, see the module docstring) and wrinkle strengths.
+
+    Point arrays end in an (x, y) axis. Strength scalars are >= 0 and roughly in [0, 1.5]; 0 means
+    the line is not drawn.
+    """
+
+    outline: np.ndarray  # (N_OUTLINE, 2) head outline, closed polygon; index N_OUTLINE//4 is the chin
+    chin: np.ndarray  # (2,)
+    face_centre: np.ndarray  # (2,) centre of the outline ellipse
+    ears: np.ndarray  # (2, 2) ear centres
+    brows: np.ndarray  # (2, N_BROW, 2) brow centre lines, inner -> outer
+    brow_thickness: np.ndarray  # (2, N_BROW)
+    eye_upper: np.ndarray  # (2, N_LID, 2) upper lid margin, inner -> outer corner
+    eye_lower: np.ndarray  # (2, N_LID, 2) lower lid margin
+    lid_crease: np.ndarray  # (2, N_LID, 2) upper-lid fold above the margin
+    iris_centre: np.ndarray  # (2, 2)
+    iris_radius: float
+    cheeks: np.ndarray  # (2, 2) cheek apex (raised by AU6)
+    lid_bulge: np.ndarray  # (2, N_LID, 2) furrow under the lower lid (AU6 bulge)
+    crows_feet: np.ndarray  # (2, 3, 2, 2) three short segments at each outer eye corner
+    nose_tip: np.ndarray  # (2,)
+    nostrils: np.ndarray  # (2, 2) nostril centres
+    nostril_size: np.ndarray  # (2,) half-width, half-height
+    alae: np.ndarray  # (2, 4, 2) nose wing curves
+    nose_bridge: np.ndarray  # (2, 3, 2) side lines of the nose
+    nose_wrinkles: np.ndarray  # (3, 2, 2) horizontal segments across the bridge (AU9)
+    nasolabial: np.ndarray  # (2, 4, 2) folds from the nose wing to beside the mouth corner
+    lip_upper_outer: np.ndarray  # (N_LIP, 2) image-left corner -> image-right corner
+    lip_upper_inner: np.ndarray  # (N_LIP, 2)
+    lip_lower_inner: np.ndarray  # (N_LIP, 2)
+    lip_lower_outer: np.ndarray  # (N_LIP, 2)
+    mouth_corners: np.ndarray  # (2, 2) [image-left, image-right]
+    dimples: np.ndarray  # (2, 2, 2) a short vertical segment beside each corner (AU14)
+    chin_lines: np.ndarray  # (3, 2, 2) short segments on the chin boss (AU17)
+    forehead_lines: np.ndarray  # (3, N_BROW * 2 - 1, 2) horizontal lines, image-left -> image-right
+    glabella_lines: np.ndarray  # (2, 2, 2) vertical segments between the brows (AU4)
+    # strengths
+    forehead_strength: np.ndarray  # (N_BROW * 2 - 1,) per forehead-line point (AU1 centre, AU2 sides)
+    glabella_strength: float
+    crows_feet_strength: np.ndarray  # (2,)
+    lid_bulge_strength: np.ndarray  # (2,)
+    nose_wrinkle_strength: float
+    nasolabial_strength: np.ndarray  # (2,)
+    dimple_strength: np.ndarray  # (2,)
+    chin_strength: float
+    lip_press: float  # AU24: darkens the closed lip line
+    mouth_gap: float  # centre distance between inner lips
+    jaw_drop: float  # how far the chin moved down (AU26)
+
+
+def _intensities(au: np.ndarray) -> np.ndarray:
+    a = np.asarray(au, dtype=np.float64)
+    if a.shape != (len(ALL_AUS),):
+        raise UserError(f"AU vector must have shape ({len(ALL_AUS)},) ordered as {ALL_AUS}, got {a.shape}")
+    return np.clip(a, 0.0, 5.0) / 5.0
+
+
+def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = None) -> Geometry:
+    """Landmarks of ``identity`` showing AU intensities ``au``.
+
+    ``au``: float array of shape (17,), intensities 0..5 ordered as ``clef.labels.ALL_AUS``
+    (values outside are clipped). ``unilateral``: None, ``"left"`` or ``"right"`` (subject's side;
+    see the module docstring); when set, AU12 and AU14 act on that side only (contempt).
+    Raises :class:`UserError` for a wrong shape or an unknown ``unilateral``.
+    """
+    if unilateral not in UNILATERAL_CHOICES:
+        raise UserError(f"unknown unilateral side {unilateral!r}; valid: None, 'left', 'right'")
+    a = _intensities(au)
+    a1, a2, a4, a5, a6, a7, a9, a10, a12, a14, a15, a17, a20, a23, a24, a25, a26 = a.tolist()
+    # per-side AU12/AU14; the subject's left is the image-right half (index 1)
+    side_mask = np.ones(2)
+    if unilateral == "left":
+        side_mask = np.array([0.0, 1.0])
+    elif unilateral == "right":
+        side_mask = np.array([1.0, 0.0])
+    s12 = a12 * side_mask
+    s14 = a14 * side_mask
+    idt = identity
+    asym = np.array([0.0, idt.asymmetry])  # image-right side offset
+
+    # --- head outline and jaw (AU26 drops the lower half, AU17 lifts the chin boss)
+    fw, fh = idt.face_width, idt.face_height
+    yc = -0.08
+    top_h = 1.05 * fh
+    chin_h = 0.80 * fh + 0.05
+    jaw_drop = 0.16 * a26
+    c, s = np.cos(_PHI), np.sin(_PHI)
+    n = 2.0 + 1.6 * idt.jaw
+    lower = s > 0
+    ox = fw * np.sign(c) * np.abs(c) ** np.where(lower, 2.0 / n, 1.0)
+    ox = ox * np.where(lower, 1.0 - 0.22 * (1.0 - idt.jaw) * s**2, 1.0)
+    oy = np.where(lower, yc + chin_h * np.abs(s) ** (2.0 / n), yc + top_h * s)
+    slo = np.where(lower, s, 0.0)
+    oy = oy + (jaw_drop - 0.025 * a17) * slo**3
+    outline = np.stack([ox, oy], axis=1)
+    chin = outline[N_OUTLINE // 4].copy()
+    ears = np.array([[-fw + 0.015, idt.eye_y + 0.12], [fw - 0.015, idt.eye_y + 0.12]])
+
+    # --- brows: AU1 inner ends up, AU2 outer ends up, AU4 down and towards the midline
+    ey = idt.eye_y
+    ex = idt.eye_spacing
+    w = idt.eye_size
+    t = _T_BROW
+    inner_x = ex - 0.85 * w
+    bx = inner_x + idt.brow_length * t  # (N_BROW,) distance from the midline
+    by = (
+        ey
+        - idt.brow_y
+        + idt.rest_brow_height
+        + idt.rest_brow_inner * (1 - t) ** 2
+        - idt.brow_arch * np.sin(np.pi * (0.15 + 0.8 * t))
+        + 0.035 * t**2
+    )
+    dy_brow = -0.17 * a1 * (1 - t) ** 1.5 - 0.16 * a2 * t**1.2 - 0.03 * a2 + 0.10 * a4 * (1 - 0.45 * t)
+    dx_brow = -0.06 * a4 * (1 - t) ** 1.2 + 0.01 * a1 * (1 - t)
+    brows = np.empty((2, N_BROW, 2))
+    brows[:, :, 0] = _SIDE[:, None] * (bx + dx_brow)[None, :]
+    brows[:, :, 1] = (by + dy_brow)[None, :] + asym[:, None]
+    brow_thickness = np.broadcast_to(idt.brow_thickness * (1.15 - 0.55 * t), (2, N_BROW)).copy()
+
+    # forehead lines follow the brows half-way; AU1 deepens the centre, AU2 the sides
+    fx = np.concatenate([-bx[::-1], bx[1:]])  # image-left -> image-right, 2*N_BROW-1 points
+    fx = fx * 1.15
+    fdy = np.concatenate([dy_brow[::-1], dy_brow[1:]])
+    base_y = ey - idt.brow_y - 0.11 - idt.brow_arch
+    forehead_lines = np.empty((3, fx.size, 2))
+    for k in range(3):
+        forehead_lines[k, :, 0] = fx * (1.0 - 0.08 * k)
+        forehead_lines[k, :, 1] = base_y - 0.065 * k + 0.6 * fdy - 0.02 * (fx / fx.max()) ** 2
+    tt = np.concatenate([t[::-1], t[1:]])
+    forehead_strength = 1.3 * a1 * (1 - tt) ** 0.7 + 1.2 * a2 * tt**0.7 + 0.25 * idt.age_lines
+    inner_y = float(brows[:, 0, 1].mean())
+    gx = 0.05 - 0.012 * a4
+    glabella_lines = np.array(
+        [
+            [[-gx, inner_y - 0.05], [-gx * 0.8, inner_y + 0.05]],
+            [[gx, inner_y - 0.05], [gx * 0.8, inner_y + 0.05]],
+        ]
+    )
+    glabella_strength = 1.4 * a4
+
+    # --- eyes: AU5 raises the upper lid, AU7 tightens both lids (lower lid up and straight),
+    # AU6 pushes the lower lid up from below
+    u = _U_LID
+    hu = w * idt.eye_open * (1 + idt.rest_lid) * (1 + 1.5 * a5) * (1 - 0.45 * a7) * (1 - 0.12 * a6)
+    hl = w * 0.38 * (1 - 0.6 * a7) * (1 - 0.45 * a6)
+    lid_shift = -0.045 * a7 - 0.012 * a6  # lower lid rises as a whole
+    up_shape = (1 - u**2) ** 0.75 * (1 + 0.12 * u)
+    lo_shape = (1 - u**2) ** (0.9 - 0.4 * a7)
+    tilt = -0.012 * u  # outer corner a little higher
+    ecx = _SIDE * ex  # (2,)
+    lid_x = ecx[:, None] + _SIDE[:, None] * w * u[None, :]
+    eye_upper = np.stack([lid_x, np.broadcast_to(ey + tilt - hu * up_shape, lid_x.shape)], axis=2)
+    eye_lower = np.stack(
+        [lid_x, np.broadcast_to(ey + tilt + lid_shift * (1 - u**2) + hl * lo_shape, lid_x.shape)], axis=2
+    )
+    # strong 6+7 must not push the lower lid through the upper one
+    eye_lower[:, :, 1] = np.maximum(eye_lower[:, :, 1], eye_upper[:, :, 1] + 0.006 * (1 - u**2))
+    crease_gap = w * (0.30 - 0.14 * a5 + 0.06 * a7)
+    lid_crease = eye_upper.copy()
+    lid_crease[:, :, 1] -= crease_gap * (1 - u**2) ** 0.5 + 0.01
+    lid_crease[:, :, 0] *= 1.0 + 0.03 * u
+    iris_radius = 0.52 * w
+    iris_centre = np.stack([ecx + _SIDE * 0.004, np.full(2, ey + 0.006)], axis=1)
+    cheeks = np.stack([_SIDE * (ex + 0.03), np.full(2, ey + 0.27 - 0.1 * a6) - 0.02 * s12], axis=1)
+    lid_bulge = eye_lower.copy()
+    lid_bulge[:, :, 1] += 0.04 + 0.015 * (1 - u**2) - 0.01 * a6
+    lid_bulge[:, :, 0] *= 1.0 + 0.05 * u[None, :]
+    lid_bulge_strength = np.full(2, 1.2 * a6 + 0.15 * idt.age_lines)
+    ox_c = ecx + _SIDE * (w + 0.025)
+    crows = np.empty((2, 3, 2, 2))
+    for k, ang in enumerate((-0.45, 0.0, 0.45)):
+        d = np.array([np.cos(ang), np.sin(ang)]) * 0.075
+        crows[:, k, 0, 0] = ox_c
+        crows[:, k, 0, 1] = ey + 0.5 * d[1] - 0.005
+        crows[:, k, 1, 0] = ox_c + _SIDE * d[0]
+        crows[:, k, 1, 1] = ey + 1.5 * d[1] - 0.005
+    crows_feet_strength = np.full(2, 1.3 * a6) + 0.1 * idt.age_lines
+
+    # --- nose: AU9 wrinkles the bridge and lifts the wings, AU10 lifts and widens the wings a little
+    nw = idt.nose_width
+    tip_y = ey + idt.nose_length + 0.03
+    lift = 0.055 * a9 + 0.025 * a10
+    widen = 0.012 * a9 + 0.015 * a10
+    nose_tip = np.array([0.0, tip_y - 0.3 * lift])
+    nostrils = np.stack([_SIDE * (0.45 * nw + 0.5 * widen), np.full(2, tip_y + 0.03 - lift)], axis=1)
+    nostril_size = np.array([0.32 * nw, 0.14 * nw])
+    alae = np.empty((2, 4, 2))
+    for i, (axf, ayf) in enumerate(((0.55, -0.075), (0.98, -0.02), (0.95, 0.025), (0.62, 0.045))):
+        alae[:, i, 0] = _SIDE * (axf * nw + widen)
+        alae[:, i, 1] = tip_y + ayf - lift
+    nose_bridge = np.empty((2, 3, 2))
+    for i, (bxf, byv) in enumerate(((0.06, ey + 0.03), (0.065, ey + 0.15), (0.5 * nw + 0.02, tip_y - 0.09))):
+        nose_bridge[:, i, 0] = _SIDE * bxf
+        nose_bridge[:, i, 1] = byv - (lift if i == 2 else 0.0)
+    nose_wrinkles = np.array(
+        [
+            [[-0.055, ey + 0.03 + 0.035 * k - 0.01 * a9], [0.055, ey + 0.03 + 0.035 * k - 0.01 * a9]]
+            for k in range(3)
+        ]
+    )
+    nose_wrinkle_strength = 1.5 * a9
+
+    # --- mouth corners: AU12 up and out, AU14 in with dimples, AU15 down, AU20 out, AU23/24 in,
+    # AU17 a little down (inverted-U mouth), AU26 down and in (rounder opening)
+    mw, my = idt.mouth_width, idt.mouth_y
+    corner_x = (
+        mw + 0.08 * s12 - 0.06 * s14 + 0.012 * a15 + 0.10 * a20 - 0.03 * a23 - 0.015 * a24 - 0.025 * a26
+    )
+    corner_y = (
+        my
+        + idt.rest_mouth_curve
+        + asym
+        - 0.11 * s12
+        - 0.02 * s14
+        + 0.10 * a15
+        + 0.012 * a20
+        + 0.03 * a17
+        + 0.05 * a26
+        + 0.01 * a25
+    )
+    mouth_corners = np.stack([_SIDE * corner_x, corner_y], axis=1)
+
+    # --- lips. Closure line: centre y0, bending towards the corners.
+    y0 = my - 0.08 * a17 - 0.015 * a10
+    gap_up = 0.025 * a25 + 0.045 * a10 + 0.02 * a9 + 0.01 * a26
+    gap_dn = 0.06 * a25 + 0.75 * jaw_drop
+    squeeze = (1 - 0.85 * a24) * (1 - 0.5 * a23)
+    gap_up *= squeeze
+    gap_dn *= squeeze
+    thin = (1 - 0.6 * a23) * (1 - 0.5 * a24) * (1 - 0.3 * a20)
+    tu = idt.upper_lip * thin * (1 + 0.15 * a10)
+    tl = idt.lower_lip * thin
+    ul = _U_LIP
+    lx = np.where(_LIP_LEFT, -corner_x[0] * np.abs(ul), corner_x[1] * np.abs(ul))
+    cy_side = np.where(_LIP_LEFT, corner_y[0], corner_y[1])
+    mid = y0 + (cy_side - y0) * _LIP_CURVE
+    lip_upper_inner = mid - gap_up * _LIP_OPEN * _LIP_CENTRE
+    lip_lower_inner = np.maximum(mid + gap_dn * _LIP_OPEN - 0.015 * a17 * _LIP_CENTRE, lip_upper_inner)
+    lip_upper_outer = lip_upper_inner - tu * _LIP_BOW - 0.015 * a10 * _LIP_CENTRE
+    lip_lower_outer = lip_lower_inner + tl * _LIP_LOWER
+    mouth_gap = float(lip_lower_inner[N_LIP // 2] - lip_upper_inner[N_LIP // 2])
+
+    def pts(y: np.ndarray) -> np.ndarray:
+        return np.stack([lx, y], axis=1)
+
+    dimples = np.empty((2, 2, 2))
+    dimples[:, :, 0] = (_SIDE * (corner_x + 0.04))[:, None]
+    dimples[:, 0, 1] = corner_y - 0.03
+    dimples[:, 1, 1] = corner_y + 0.03
+    dimple_strength = 1.6 * s14
+
+    # nasolabial folds end beside the mouth corner, so AU12/AU20 drag their lower end
+    nasolabial = np.empty((2, 4, 2))
+    nasolabial[:, 0] = np.stack([_SIDE * (nw + 0.025 + widen), np.full(2, tip_y - 0.04 - lift)], axis=1)
+    nasolabial[:, 1] = np.stack([_SIDE * (nw + 0.07 + widen), np.full(2, tip_y + 0.05 - 0.5 * lift)], axis=1)
+    nasolabial[:, 3] = np.stack([_SIDE * (corner_x + 0.05), corner_y + 0.04], axis=1)
+    nasolabial[:, 2] = 0.5 * (nasolabial[:, 1] + nasolabial[:, 3]) + np.stack(
+        [_SIDE * 0.03, np.zeros(2)], axis=1
+    )
+    nasolabial_strength = (
+        0.35 * idt.age_lines + 0.3 * a6 + 0.7 * a9 + 0.8 * a10 + 0.8 * s12 + 0.2 * s14 - 0.2 * a20
+    ).clip(0.0)
+
+    # chin boss (AU17): short wrinkles between the lower lip and the chin
+    cb = 0.5 * (lip_lower_outer[N_LIP // 2] + chin[1]) - 0.01 * a17
+    chin_lines = np.array(
+        [
+            [[-0.07, cb - 0.01], [-0.03, cb + 0.015]],
+            [[-0.02, cb + 0.02], [0.02, cb + 0.02]],
+            [[0.03, cb + 0.015], [0.07, cb - 0.01]],
+        ]
+    )
+    chin_strength = 1.4 * a17
+
+    return Geometry(
+        outline=outline,
+        chin=chin,
+        face_centre=np.array([0.0, yc]),
+        ears=ears,
+        brows=brows,
+        brow_thickness=brow_thickness,
+        eye_upper=eye_upper,
+        eye_lower=eye_lower,
+        lid_crease=lid_crease,
+        iris_centre=iris_centre,
+        iris_radius=iris_radius,
+        cheeks=cheeks,
+        lid_bulge=lid_bulge,
+        crows_feet=crows,
+        nose_tip=nose_tip,
+        nostrils=nostrils,
+        nostril_size=nostril_size,
+        alae=alae,
+        nose_bridge=nose_bridge,
+        nose_wrinkles=nose_wrinkles,
+        nasolabial=nasolabial,
+        lip_upper_outer=pts(lip_upper_outer),
+        lip_upper_inner=pts(lip_upper_inner),
+        lip_lower_inner=pts(lip_lower_inner),
+        lip_lower_outer=pts(lip_lower_outer),
+        mouth_corners=mouth_corners,
+        dimples=dimples,
+        chin_lines=chin_lines,
+        forehead_lines=forehead_lines,
+        glabella_lines=glabella_lines,
+        forehead_strength=forehead_strength,
+        glabella_strength=glabella_strength,
+        crows_feet_strength=crows_feet_strength,
+        lid_bulge_strength=lid_bulge_strength,
+        nose_wrinkle_strength=nose_wrinkle_strength,
+        nasolabial_strength=nasolabial_strength,
+        dimple_strength=dimple_strength,
+        chin_strength=chin_strength,
+        lip_press=1.2 * a24,
+        mouth_gap=mouth_gap,
+        jaw_drop=jaw_drop,
+    )
