@@ -16,6 +16,7 @@ magnitudes are chosen so that intensity 2 moves a landmark by at least about one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class Geometry:
     nostril_size: np.ndarray  # (2,) half-width, half-height
     alae: np.ndarray  # (2, 4, 2) nose wing curves
     nose_bridge: np.ndarray  # (2, 3, 2) side lines of the nose
-    nose_wrinkles: np.ndarray  # (3, 2, 2) horizontal segments across the bridge (AU9)
+    nose_wrinkles: np.ndarray  # (5, 2, 2) oblique creases beside the bridge and one across the root (AU9)
     nasolabial: np.ndarray  # (2, 4, 2) folds from the nose wing to beside the mouth corner
     lip_upper_outer: np.ndarray  # (N_LIP, 2) image-left corner -> image-right corner
     lip_upper_inner: np.ndarray  # (N_LIP, 2)
@@ -96,6 +97,31 @@ class Geometry:
     lip_press: float  # AU24: darkens the closed lip line
     mouth_gap: float  # centre distance between inner lips
     jaw_drop: float  # how far the chin moved down (AU26)
+
+
+_JAW_WEIGHT = np.stack([np.zeros(N_OUTLINE), np.clip(np.sin(_PHI), 0.0, None) ** 3], axis=1)
+
+
+@lru_cache(maxsize=8192)
+def _rest_outline(fw: float, top_h: float, chin_h: float, jaw: float, yc: float) -> np.ndarray:
+    """Head outline at rest: an ellipse on top, a superellipse jaw below (squarer for larger jaw)."""
+    c, s = np.cos(_PHI), np.sin(_PHI)
+    n = 2.0 + 1.6 * jaw
+    lower = s > 0
+    ox = fw * np.sign(c) * np.abs(c) ** np.where(lower, 2.0 / n, 1.0)
+    ox = ox * np.where(lower, 1.0 - 0.22 * (1.0 - jaw) * s**2, 1.0)
+    oy = np.where(lower, yc + chin_h * np.abs(s) ** (2.0 / n), yc + top_h * s)
+    out = np.stack([ox, oy], axis=1)
+    out.flags.writeable = False  # shared between calls through the cache
+    return out
+
+
+def _pair(x, y) -> np.ndarray:
+    """(2, 2) array of per-side points from per-side (or scalar) x and y; cheaper than np.stack."""
+    out = np.empty((2, 2))
+    out[:, 0] = x
+    out[:, 1] = y
+    return out
 
 
 def _intensities(au: np.ndarray) -> np.ndarray:
@@ -134,15 +160,7 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
     top_h = 1.05 * fh
     chin_h = 0.80 * fh + 0.05
     jaw_drop = 0.16 * a26
-    c, s = np.cos(_PHI), np.sin(_PHI)
-    n = 2.0 + 1.6 * idt.jaw
-    lower = s > 0
-    ox = fw * np.sign(c) * np.abs(c) ** np.where(lower, 2.0 / n, 1.0)
-    ox = ox * np.where(lower, 1.0 - 0.22 * (1.0 - idt.jaw) * s**2, 1.0)
-    oy = np.where(lower, yc + chin_h * np.abs(s) ** (2.0 / n), yc + top_h * s)
-    slo = np.where(lower, s, 0.0)
-    oy = oy + (jaw_drop - 0.025 * a17) * slo**3
-    outline = np.stack([ox, oy], axis=1)
+    outline = _rest_outline(fw, top_h, chin_h, idt.jaw, yc) + (jaw_drop - 0.025 * a17) * _JAW_WEIGHT
     chin = outline[N_OUTLINE // 4].copy()
     ears = np.array([[-fw + 0.015, idt.eye_y + 0.12], [fw - 0.015, idt.eye_y + 0.12]])
 
@@ -211,8 +229,8 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
     lid_crease[:, :, 1] -= crease_gap * (1 - u**2) ** 0.5 + 0.01
     lid_crease[:, :, 0] *= 1.0 + 0.03 * u
     iris_radius = 0.52 * w
-    iris_centre = np.stack([ecx + _SIDE * 0.004, np.full(2, ey + 0.006)], axis=1)
-    cheeks = np.stack([_SIDE * (ex + 0.03), np.full(2, ey + 0.27 - 0.1 * a6) - 0.02 * s12], axis=1)
+    iris_centre = _pair(ecx + _SIDE * 0.004, ey + 0.006)
+    cheeks = _pair(_SIDE * (ex + 0.03), ey + 0.27 - 0.1 * a6 - 0.02 * s12)
     lid_bulge = eye_lower.copy()
     lid_bulge[:, :, 1] += 0.04 + 0.015 * (1 - u**2) - 0.01 * a6
     lid_bulge[:, :, 0] *= 1.0 + 0.05 * u[None, :]
@@ -233,7 +251,7 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
     lift = 0.055 * a9 + 0.025 * a10
     widen = 0.012 * a9 + 0.015 * a10
     nose_tip = np.array([0.0, tip_y - 0.3 * lift])
-    nostrils = np.stack([_SIDE * (0.45 * nw + 0.5 * widen), np.full(2, tip_y + 0.03 - lift)], axis=1)
+    nostrils = _pair(_SIDE * (0.45 * nw + 0.5 * widen), tip_y + 0.03 - lift)
     nostril_size = np.array([0.32 * nw, 0.14 * nw])
     alae = np.empty((2, 4, 2))
     for i, (axf, ayf) in enumerate(((0.55, -0.075), (0.98, -0.02), (0.95, 0.025), (0.62, 0.045))):
@@ -243,12 +261,13 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
     for i, (bxf, byv) in enumerate(((0.06, ey + 0.03), (0.065, ey + 0.15), (0.5 * nw + 0.02, tip_y - 0.09))):
         nose_bridge[:, i, 0] = _SIDE * bxf
         nose_bridge[:, i, 1] = byv - (lift if i == 2 else 0.0)
-    nose_wrinkles = np.array(
-        [
-            [[-0.055, ey + 0.03 + 0.035 * k - 0.01 * a9], [0.055, ey + 0.03 + 0.035 * k - 0.01 * a9]]
-            for k in range(3)
-        ]
-    )
+    # "bunny lines": short oblique creases on both sides of the upper nose, plus one across the root
+    nose_wrinkles = np.empty((5, 2, 2))
+    for k in range(2):
+        y = ey + 0.05 + 0.045 * k - 0.012 * a9
+        nose_wrinkles[2 * k : 2 * k + 2, 0] = _pair(_SIDE * 0.03, y)
+        nose_wrinkles[2 * k : 2 * k + 2, 1] = _pair(_SIDE * 0.1, y + 0.04)
+    nose_wrinkles[4] = [[-0.04, ey + 0.01 - 0.01 * a9], [0.04, ey + 0.01 - 0.01 * a9]]
     nose_wrinkle_strength = 1.5 * a9
 
     # --- mouth corners: AU12 up and out, AU14 in with dimples, AU15 down, AU20 out, AU23/24 in,
@@ -269,7 +288,7 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
         + 0.05 * a26
         + 0.01 * a25
     )
-    mouth_corners = np.stack([_SIDE * corner_x, corner_y], axis=1)
+    mouth_corners = _pair(_SIDE * corner_x, corner_y)
 
     # --- lips. Closure line: centre y0, bending towards the corners.
     y0 = my - 0.08 * a17 - 0.015 * a10
@@ -302,12 +321,10 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
 
     # nasolabial folds end beside the mouth corner, so AU12/AU20 drag their lower end
     nasolabial = np.empty((2, 4, 2))
-    nasolabial[:, 0] = np.stack([_SIDE * (nw + 0.025 + widen), np.full(2, tip_y - 0.04 - lift)], axis=1)
-    nasolabial[:, 1] = np.stack([_SIDE * (nw + 0.07 + widen), np.full(2, tip_y + 0.05 - 0.5 * lift)], axis=1)
-    nasolabial[:, 3] = np.stack([_SIDE * (corner_x + 0.05), corner_y + 0.04], axis=1)
-    nasolabial[:, 2] = 0.5 * (nasolabial[:, 1] + nasolabial[:, 3]) + np.stack(
-        [_SIDE * 0.03, np.zeros(2)], axis=1
-    )
+    nasolabial[:, 0] = _pair(_SIDE * (nw + 0.025 + widen), tip_y - 0.04 - lift)
+    nasolabial[:, 1] = _pair(_SIDE * (nw + 0.07 + widen), tip_y + 0.05 - 0.5 * lift)
+    nasolabial[:, 3] = _pair(_SIDE * (corner_x + 0.05), corner_y + 0.04)
+    nasolabial[:, 2] = 0.5 * (nasolabial[:, 1] + nasolabial[:, 3]) + _pair(_SIDE * 0.03, 0.0)
     nasolabial_strength = (
         0.35 * idt.age_lines + 0.3 * a6 + 0.7 * a9 + 0.8 * a10 + 0.8 * s12 + 0.2 * s14 - 0.2 * a20
     ).clip(0.0)

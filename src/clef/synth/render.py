@@ -115,12 +115,13 @@ def sample_nuisance(rng: np.random.Generator, domain: str = "lab") -> Nuisance:
         light_angle=float(2 * np.pi * u[0]),
         light_strength=float(0.35 * u[1]),
         brightness=float(np.clip(1.0 + 0.15 * n[5], 0.65, 1.35)),
-        blur_sigma=float(1.2 * u[2]) if u[3] < 0.6 else 0.0,
+        blur_sigma=float(0.9 * u[2]) if u[3] < 0.5 else 0.0,
         noise_sigma=float(6.0 * u[4]),
         jpeg_quality=int(60 + 36 * u[5]),
         background=BACKGROUNDS[1 + int(u[6] * 3)],
-        background_color=_rgb(rng.integers(0, 256, 3)),
-        background_color2=_rgb(rng.integers(0, 256, 3)),
+        # real backgrounds are rarely saturated: pull random colours half-way to their grey
+        background_color=_muted(rng.integers(0, 256, 3)),
+        background_color2=_muted(rng.integers(0, 256, 3)),
         texture=int(u[7] * _N_TEXTURES),
         occlusion=occ,
         occlusion_x=float(0.5 * n[6]),
@@ -144,6 +145,11 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 def _rgb(v) -> RGB:
     a = np.clip(np.rint(np.asarray(v, dtype=np.float64)), 0, 255).astype(int)
     return (int(a[0]), int(a[1]), int(a[2]))
+
+
+def _muted(v: np.ndarray) -> RGB:
+    v = np.asarray(v, dtype=np.float64)
+    return _rgb(0.5 * v + 0.5 * v.mean())
 
 
 def _mix(a: RGB, b: RGB, t: float) -> RGB:
@@ -582,7 +588,7 @@ def render_face(
             )
     if g.nose_wrinkle_strength > 0.05:
         col = _strength_colour(st.skin, st.wrinkle, g.nose_wrinkle_strength)
-        for j in range(3):
+        for j in range(5):
             line(sub(s_nwr, j, 2), fill=col, width=wl)
     if g.chin_strength > 0.05:
         col = _strength_colour(st.skin, st.wrinkle, g.chin_strength)
