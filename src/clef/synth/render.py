@@ -171,6 +171,7 @@ class _Style:
 
     skin: RGB
     skin_edge: RGB
+    skin_mid: RGB
     neck: RGB
     lid: RGB
     crease: RGB
@@ -185,6 +186,7 @@ class _Style:
     sclera: RGB
     iris: RGB
     pupil: RGB
+    catchlight: RGB
     lash: RGB
     brow: RGB
     hair: RGB
@@ -198,6 +200,7 @@ class _Style:
     neck_poly: np.ndarray
     hair_back: np.ndarray | None
     hair_front: np.ndarray | None
+    strands: np.ndarray | None  # (K, 3, 2) darker strokes inside the front hair
     bun: tuple[float, float, float] | None  # centre x, y and radius
     freckles: np.ndarray  # (K, 2)
     ears: bool
@@ -213,7 +216,7 @@ def _style(idt: Identity) -> _Style:
     cen = geo.face_centre
     vol = idt.hair_volume
     style = idt.hair_style
-    hair_back = hair_front = None
+    hair_back = hair_front = strands = None
     bun = None
     temple_y = idt.eye_y - 0.1
     if style != "bald":
@@ -231,6 +234,12 @@ def _style(idt: Identity) -> _Style:
         else:
             hy = idt.hairline + (temple_y - idt.hairline) * np.abs(hx / fw) ** 2.5
         hair_front = np.concatenate([cap[cap[:, 1] < temple_y + 0.02], np.stack([hx, hy], 1)])
+        # strokes from the crown (or a side parting) down to the hairline
+        part = 0.25 * fw * (2 * (idt.freckle_seed % 3) / 2 - 1)
+        crown = np.array([part, float(cap[:, 1].min()) + 0.05])
+        ends = np.stack([hx[2:-2:3], hy[2:-2:3] - 0.05], 1)
+        mids = 0.5 * (crown + ends) + np.stack([0.08 * np.sign(ends[:, 0] - part), np.zeros(len(ends))], 1)
+        strands = np.stack([np.broadcast_to(crown, ends.shape), mids, ends], 1)
         if style == "long":
             side = np.array([[fw + 0.12 + vol, 1.4], [-(fw + 0.12 + vol), 1.4]])
             hair_back = np.concatenate([cen + (top - cen) * (1.0 + (vol + 0.05) / fw), side])
@@ -269,6 +278,7 @@ def _style(idt: Identity) -> _Style:
     return _Style(
         skin=skin,
         skin_edge=_scale(skin, 0.8),
+        skin_mid=_scale(skin, 0.91),
         neck=_scale(skin, 0.74),
         lid=_scale(skin, 0.95),
         crease=_scale(skin, 0.7),
@@ -283,6 +293,7 @@ def _style(idt: Identity) -> _Style:
         sclera=_mix((240, 238, 232), skin, 0.12),
         iris=idt.iris_color,
         pupil=(12, 10, 10),
+        catchlight=(235, 235, 235),
         lash=_scale(_mix(idt.brow_color, (20, 16, 14), 0.6), 0.9),
         brow=idt.brow_color,
         hair=idt.hair_color,
@@ -296,6 +307,7 @@ def _style(idt: Identity) -> _Style:
         neck_poly=neck_poly,
         hair_back=hair_back,
         hair_front=hair_front,
+        strands=strands,
         bun=bun,
         freckles=freckles,
         ears=style != "long",
@@ -314,15 +326,22 @@ def _light_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=64)
-def _texture(canvas: int, k: int) -> np.ndarray:
-    """Low-frequency grey texture in [0, 1], shape (canvas, canvas, 1)."""
+def _texture(canvas: int, k: int) -> Image.Image:
+    """Grey ("L") texture of low and some fine frequencies, ``canvas`` pixels square."""
     r = np.random.default_rng(1000 + k)
     small = (r.random((6 + 2 * k, 6 + 2 * k)) * 255).astype(np.uint8)
     img = Image.fromarray(small).resize((canvas, canvas), Image.Resampling.BICUBIC)
     fine = (r.random((canvas // 4, canvas // 4)) * 255).astype(np.uint8)
     fine_img = Image.fromarray(fine).resize((canvas, canvas), Image.Resampling.BILINEAR)
-    t = 0.75 * np.asarray(img, np.float32) / 255 + 0.25 * np.asarray(fine_img, np.float32) / 255
-    return t[:, :, None]
+    t = 0.75 * np.asarray(img, np.float32) + 0.25 * np.asarray(fine_img, np.float32)
+    return Image.fromarray(t.astype(np.uint8))
+
+
+@lru_cache(maxsize=16)
+def _ramp_image(canvas: int) -> Image.Image:
+    """Grey ("L") vertical ramp from 0 at the top to 255 at the bottom."""
+    ramp = np.linspace(0, 255, canvas).round().astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(np.broadcast_to(ramp[:, None], (canvas, canvas))))
 
 
 def _supersample(size: int) -> int:
@@ -387,17 +406,15 @@ def _background(idt: Identity, nz: Nuisance, canvas: int) -> Image.Image:
         return Image.new("RGB", (canvas, canvas), idt.background)
     if nz.background == "plain":
         return Image.new("RGB", (canvas, canvas), nz.background_color)
-    c1 = np.asarray(nz.background_color, np.float32)
-    c2 = np.asarray(nz.background_color2, np.float32)
     if nz.background == "gradient":
-        ramp = np.linspace(0.0, 1.0, canvas, dtype=np.float32)[:, None, None]
-        arr = c1 + (c2 - c1) * ramp
-        arr = np.broadcast_to(arr, (canvas, canvas, 3))
+        grey = _ramp_image(canvas)
     elif nz.background == "texture":
-        arr = c1 + (c2 - c1) * _texture(canvas, nz.texture % _N_TEXTURES)
+        grey = _texture(canvas, nz.texture % _N_TEXTURES)
     else:
         raise UserError(f"unknown background {nz.background!r}; valid: {', '.join(BACKGROUNDS)}")
-    return Image.fromarray(arr.astype(np.uint8))
+    # colourise the cached grey image with one lookup table per channel (C speed)
+    lut = np.linspace(nz.background_color, nz.background_color2, 256).round().astype(int).T.ravel().tolist()
+    return Image.merge("RGB", (grey, grey, grey)).point(lut)
 
 
 def _strength_colour(base: RGB, dark: RGB, strength: float) -> RGB:
@@ -445,11 +462,14 @@ def render_face(
     s_neck = add(st.neck_poly, -0.1)
     s_ears = add(g.ears, -0.5)
     s_outline = add(g.outline, 0.0)
-    s_inner = add(g.face_centre + (g.outline - g.face_centre) * 0.9, 0.15)
+    # three nested tones fake the face turning away from the camera at its edges
+    s_mid = add(g.face_centre + (g.outline - g.face_centre) * 0.95, 0.1)
+    s_inner = add(g.face_centre + (g.outline - g.face_centre) * 0.88, 0.15)
     s_cheeks = add(g.cheeks, 0.6)
     s_freck = add(st.freckles, 0.6) if len(st.freckles) else None
     s_fore = add(g.forehead_lines, 0.3)
     s_hfront = add(st.hair_front, 0.1) if st.hair_front is not None else None
+    s_strands = add(st.strands, 0.1) if st.strands is not None else None
     s_bun = add(np.array(st.bun[:2]), -0.2) if st.bun is not None else None
     # eyes: white = upper + lower reversed; covers hide the iris outside the lids
     up, lo = g.eye_upper, g.eye_lower
@@ -520,6 +540,7 @@ def render_face(
         for i in range(2):
             ellipse(e[2 * i], e[2 * i + 1], 0.075 * unit, 0.14 * unit, st.skin_edge)
     polygon(seg(s_outline), fill=st.skin_edge)
+    polygon(seg(s_mid), fill=st.skin_mid)
     polygon(seg(s_inner), fill=st.skin)
     c = seg(s_cheeks)
     for i in range(2):
@@ -549,6 +570,13 @@ def render_face(
         polygon(sub(s_white, i, 2 * N_LID), fill=st.sclera)
         ellipse(ic[2 * i], ic[2 * i + 1], iris_r, iris_r, st.iris)
         ellipse(ic[2 * i], ic[2 * i + 1], iris_r * 0.45, iris_r * 0.45, st.pupil)
+        ellipse(
+            ic[2 * i] + iris_r * 0.35,
+            ic[2 * i + 1] - iris_r * 0.35,
+            iris_r * 0.2,
+            iris_r * 0.2,
+            st.catchlight,
+        )
         polygon(sub(s_cup, i, 2 * N_LID), fill=st.lid)
         polygon(sub(s_clo, i, 2 * N_LID), fill=st.skin)
         line(sub(s_up, i, N_LID), fill=st.lash, width=px(0.022))
@@ -556,6 +584,10 @@ def render_face(
         line(sub(s_crease, i, N_LID), fill=st.crease, width=px(0.01))
     if s_hfront is not None:
         polygon(seg(s_hfront), fill=st.hair)
+        if s_strands is not None:
+            sw = px(0.012)
+            for j in range(len(st.strands)):
+                line(sub(s_strands, j, 3), fill=st.hair_dark, width=sw)
 
     # wrinkles and folds
     wl = px(0.014)
