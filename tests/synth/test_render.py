@@ -1,9 +1,11 @@
 """Renderer: AUs are visible where they act, identities are stable and dominate pixel variance."""
 
 import dataclasses
+import io
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from clef.errors import UserError
 from clef.labels import ALL_AUS
@@ -36,11 +38,23 @@ def identities():
     return [sample_identity(rng, "lab") for _ in range(4)]
 
 
-@pytest.mark.parametrize("size", [64, 112, 224])
+@pytest.mark.parametrize("size", [16, 64, 100, 112, 224])
 def test_sizes(identities, size):
     img = render_face(identities[0], _au(au12=3), sample_nuisance(np.random.default_rng(0)), size)
     assert img.shape == (size, size, 3)
     assert img.dtype == np.uint8
+    # the face sits in the middle of the crop: the centre differs from the corners
+    assert np.abs(img[size // 2, size // 2].astype(int) - img[1, 1]).sum() > 30
+
+
+def test_encode_jpeg_round_trips(identities):
+    img = render_face(identities[0], _au(au25=3), Nuisance(), 64)
+    data = encode_jpeg(img, 90)
+    assert data[:2] == b"\xff\xd8"  # JPEG start-of-image marker
+    back = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert back.shape == img.shape
+    assert np.abs(back.astype(int) - img).mean() < 6
+    assert len(encode_jpeg(img, 30)) < len(data)
 
 
 @pytest.mark.parametrize("size", [8, 15, 0, -64])

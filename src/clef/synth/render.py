@@ -248,14 +248,17 @@ def _style(idt: Identity) -> _Style:
                 [cap, np.array([[fw + vol, idt.eye_y + 0.35], [-fw - vol, idt.eye_y + 0.35]])]
             )
         elif style == "bun":
-            bun = (0.0, float(cap[:, 1].min()) - 0.05, 0.2 + vol)
+            # high on the back of the head, off-centre so that the crop shows it
+            side = 1.0 if idt.freckle_seed % 2 else -1.0
+            bun = (side * 0.55 * fw, float(cap[:, 1].min()) + 0.2, 0.18 + vol)
     r = np.random.default_rng(idt.freckle_seed)
     nf = int(40 * idt.freckles)
     fx = r.uniform(-1, 1, nf)
     freckles = np.stack(
         [
             fx * (idt.eye_spacing + 0.12),
-            idt.eye_y + 0.2 + 0.12 * r.uniform(-1, 1, nf) + 0.1 * (1 - fx**2) * 0,
+            # across the cheeks and over the nose, a little higher near the midline
+            idt.eye_y + 0.2 + 0.12 * r.uniform(-1, 1, nf) - 0.04 * (1 - fx**2),
         ],
         1,
     )
