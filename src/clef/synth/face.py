@@ -180,7 +180,7 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
         + 0.035 * t**2
     )
     dy_brow = -0.17 * a1 * (1 - t) ** 1.5 - 0.16 * a2 * t**1.2 - 0.03 * a2 + 0.10 * a4 * (1 - 0.45 * t)
-    dx_brow = -0.06 * a4 * (1 - t) ** 1.2 + 0.01 * a1 * (1 - t)
+    dx_brow = -0.06 * a4 * (1 - t) ** 1.2
     brows = np.empty((2, N_BROW, 2))
     brows[:, :, 0] = _SIDE[:, None] * (bx + dx_brow)[None, :]
     brows[:, :, 1] = (by + dy_brow)[None, :] + asym[:, None]

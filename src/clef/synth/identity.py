@@ -63,8 +63,10 @@ _IRIS_COLOURS = np.array(
     ],
     dtype=np.float64,
 )
+# A lab records everyone in the same room: backdrops differ only a little between sessions, so the
+# face itself (not the wall behind it) is what makes identity the loudest cue.
 _LAB_BACKDROPS = np.array(
-    [[40, 40, 44], [70, 72, 80], [120, 118, 112], [30, 36, 60], [200, 200, 196], [90, 60, 50]],
+    [[58, 60, 66], [70, 72, 80], [84, 84, 86], [52, 58, 72], [96, 94, 90], [64, 62, 60]],
     dtype=np.float64,
 )
 
@@ -181,7 +183,7 @@ def sample_identity(rng: np.random.Generator, domain: str = "lab") -> Identity:
     if u[13] < 0.2:
         beard = BEARD_STYLES[1 + int(u[14] * 3)]
     freckles = float(max(0.0, u[15] * 1.6 - 1.0) / 0.6) if tone < 0.45 else 0.0
-    backdrop = _LAB_BACKDROPS[int(u[16] * len(_LAB_BACKDROPS))] * (0.85 + 0.3 * u[17])
+    backdrop = _LAB_BACKDROPS[int(u[16] * len(_LAB_BACKDROPS))] * (0.92 + 0.16 * u[17])
     shirt = np.array([40 + 180 * u[18], 40 + 180 * u[19], 40 + 180 * u[20]])
     return Identity(
         face_width=rng_in(21, 0.62, 0.78),
