@@ -131,6 +131,105 @@ def _intensities(au: np.ndarray) -> np.ndarray:
     return np.clip(a, 0.0, 5.0) / 5.0
 
 
+_SIDE_MASKS = {None: np.ones(2), "left": np.array([0.0, 1.0]), "right": np.array([1.0, 0.0])}
+_ALA_X = np.array([0.55, 0.98, 0.95, 0.62])
+_ALA_Y = np.array([-0.075, -0.02, 0.025, 0.045])
+
+
+@dataclass(frozen=True)
+class _Rest:
+    """Everything of the geometry that depends on the identity only (computed once per identity).
+
+    Arrays here are shared between calls, so they are read-only; per-call code copies before
+    writing.
+    """
+
+    outline: np.ndarray
+    ears: np.ndarray
+    brow_x: np.ndarray  # (N_BROW,) distance of brow points from the midline
+    brow_y: np.ndarray  # (2, N_BROW) resting brow height including the asymmetry
+    brow_thickness: np.ndarray
+    forehead_x: np.ndarray  # (3, 2*N_BROW-1)
+    forehead_y: np.ndarray  # (3, 2*N_BROW-1) resting forehead-line heights
+    lid_x: np.ndarray  # (2, N_LID)
+    lid_y: np.ndarray  # (N_LID,) eye axis including the canthal tilt
+    iris_centre: np.ndarray
+    crows_feet: np.ndarray
+    tip_y: float
+    corner_y: np.ndarray  # (2,) resting mouth-corner heights (resting curve and asymmetry)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@lru_cache(maxsize=8192)
+def _rest(idt: Identity) -> _Rest:
+    yc = -0.08
+    outline = _rest_outline(
+        idt.face_width, 1.05 * idt.face_height, 0.80 * idt.face_height + 0.05, idt.jaw, yc
+    )
+    fw, ey, ex, w = idt.face_width, idt.eye_y, idt.eye_spacing, idt.eye_size
+    t = _T_BROW
+    bx = ex - 0.85 * w + idt.brow_length * t
+    by = (
+        ey
+        - idt.brow_y
+        + idt.rest_brow_height
+        + idt.rest_brow_inner * (1 - t) ** 2
+        - idt.brow_arch * np.sin(np.pi * (0.15 + 0.8 * t))
+        + 0.035 * t**2
+    )
+    fx = np.concatenate([-bx[::-1], bx[1:]]) * 1.15  # image-left -> image-right
+    k = np.arange(3)[:, None]
+    forehead_x = fx[None, :] * (1.0 - 0.08 * k)
+    forehead_y = ey - idt.brow_y - 0.11 - idt.brow_arch - 0.065 * k - 0.02 * (fx / fx.max())[None, :] ** 2
+    u = _U_LID
+    ecx = _SIDE * ex
+    lid_x = ecx[:, None] + _SIDE[:, None] * w * u[None, :]
+    crows = np.empty((2, 3, 2, 2))
+    ox_c = ecx + _SIDE * (w + 0.025)
+    for j, ang in enumerate((-0.45, 0.0, 0.45)):
+        dx, dy = 0.075 * np.cos(ang), 0.075 * np.sin(ang)
+        crows[:, j, 0, 0] = ox_c
+        crows[:, j, 0, 1] = ey + 0.5 * dy - 0.005
+        crows[:, j, 1, 0] = ox_c + _SIDE * dx
+        crows[:, j, 1, 1] = ey + 1.5 * dy - 0.005
+    asym = np.array([0.0, idt.asymmetry])  # the image-right side is offset
+    return _Rest(
+        outline=outline,
+        ears=_frozen(np.array([[-fw + 0.015, ey + 0.12], [fw - 0.015, ey + 0.12]])),
+        brow_x=_frozen(bx),
+        brow_y=_frozen(by[None, :] + asym[:, None]),
+        brow_thickness=_frozen(np.broadcast_to(idt.brow_thickness * (1.15 - 0.55 * t), (2, N_BROW)).copy()),
+        forehead_x=_frozen(forehead_x),
+        forehead_y=_frozen(forehead_y),
+        lid_x=_frozen(lid_x),
+        lid_y=_frozen(ey - 0.012 * u),  # outer corner a little higher
+        iris_centre=_frozen(_pair(ecx + _SIDE * 0.004, ey + 0.006)),
+        crows_feet=_frozen(crows),
+        tip_y=ey + idt.nose_length + 0.03,
+        corner_y=_frozen(idt.mouth_y + idt.rest_mouth_curve + asym),
+    )
+
+
+# AU-independent profiles along the brows and lids
+_BROW_AU1 = -0.17 * (1 - _T_BROW) ** 1.5
+_BROW_AU2 = -0.16 * _T_BROW**1.2 - 0.03
+_BROW_AU4 = 0.10 * (1 - 0.45 * _T_BROW)
+_BROW_AU4_X = -0.06 * (1 - _T_BROW) ** 1.2
+_T_FORE = np.concatenate([_T_BROW[::-1], _T_BROW[1:]])
+_FORE_AU1 = 1.3 * (1 - _T_FORE) ** 0.7
+_FORE_AU2 = 1.2 * _T_FORE**0.7
+_LID_PAR = 1 - _U_LID**2
+_LID_UP = _LID_PAR**0.75 * (1 + 0.12 * _U_LID)
+_LID_CREASE = _LID_PAR**0.5
+_LID_CREASE_X = 1.0 + 0.03 * _U_LID
+_LID_BULGE_X = 1.0 + 0.05 * _U_LID
+_LIP_ABS = np.abs(_U_LIP)
+
+
 def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = None) -> Geometry:
     """Landmarks of ``identity`` showing AU intensities ``au``.
 
@@ -144,60 +243,32 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
     a = _intensities(au)
     a1, a2, a4, a5, a6, a7, a9, a10, a12, a14, a15, a17, a20, a23, a24, a25, a26 = a.tolist()
     # per-side AU12/AU14; the subject's left is the image-right half (index 1)
-    side_mask = np.ones(2)
-    if unilateral == "left":
-        side_mask = np.array([0.0, 1.0])
-    elif unilateral == "right":
-        side_mask = np.array([1.0, 0.0])
+    side_mask = _SIDE_MASKS[unilateral]
     s12 = a12 * side_mask
     s14 = a14 * side_mask
     idt = identity
-    asym = np.array([0.0, idt.asymmetry])  # image-right side offset
+    rest = _rest(idt)
 
     # --- head outline and jaw (AU26 drops the lower half, AU17 lifts the chin boss)
-    fw, fh = idt.face_width, idt.face_height
     yc = -0.08
-    top_h = 1.05 * fh
-    chin_h = 0.80 * fh + 0.05
     jaw_drop = 0.16 * a26
-    outline = _rest_outline(fw, top_h, chin_h, idt.jaw, yc) + (jaw_drop - 0.025 * a17) * _JAW_WEIGHT
+    outline = rest.outline + (jaw_drop - 0.025 * a17) * _JAW_WEIGHT
     chin = outline[N_OUTLINE // 4].copy()
-    ears = np.array([[-fw + 0.015, idt.eye_y + 0.12], [fw - 0.015, idt.eye_y + 0.12]])
 
     # --- brows: AU1 inner ends up, AU2 outer ends up, AU4 down and towards the midline
-    ey = idt.eye_y
-    ex = idt.eye_spacing
-    w = idt.eye_size
-    t = _T_BROW
-    inner_x = ex - 0.85 * w
-    bx = inner_x + idt.brow_length * t  # (N_BROW,) distance from the midline
-    by = (
-        ey
-        - idt.brow_y
-        + idt.rest_brow_height
-        + idt.rest_brow_inner * (1 - t) ** 2
-        - idt.brow_arch * np.sin(np.pi * (0.15 + 0.8 * t))
-        + 0.035 * t**2
-    )
-    dy_brow = -0.17 * a1 * (1 - t) ** 1.5 - 0.16 * a2 * t**1.2 - 0.03 * a2 + 0.10 * a4 * (1 - 0.45 * t)
-    dx_brow = -0.06 * a4 * (1 - t) ** 1.2
+    ey, w = idt.eye_y, idt.eye_size
+    dy_brow = a1 * _BROW_AU1 + a2 * _BROW_AU2 + a4 * _BROW_AU4
     brows = np.empty((2, N_BROW, 2))
-    brows[:, :, 0] = _SIDE[:, None] * (bx + dx_brow)[None, :]
-    brows[:, :, 1] = (by + dy_brow)[None, :] + asym[:, None]
-    brow_thickness = np.broadcast_to(idt.brow_thickness * (1.15 - 0.55 * t), (2, N_BROW)).copy()
+    brows[:, :, 0] = _SIDE[:, None] * (rest.brow_x + a4 * _BROW_AU4_X)[None, :]
+    brows[:, :, 1] = rest.brow_y + dy_brow[None, :]
 
-    # forehead lines follow the brows half-way; AU1 deepens the centre, AU2 the sides
-    fx = np.concatenate([-bx[::-1], bx[1:]])  # image-left -> image-right, 2*N_BROW-1 points
-    fx = fx * 1.15
+    # forehead lines follow the brows part-way; AU1 deepens the centre, AU2 the sides
     fdy = np.concatenate([dy_brow[::-1], dy_brow[1:]])
-    base_y = ey - idt.brow_y - 0.11 - idt.brow_arch
-    forehead_lines = np.empty((3, fx.size, 2))
-    for k in range(3):
-        forehead_lines[k, :, 0] = fx * (1.0 - 0.08 * k)
-        forehead_lines[k, :, 1] = base_y - 0.065 * k + 0.6 * fdy - 0.02 * (fx / fx.max()) ** 2
-    tt = np.concatenate([t[::-1], t[1:]])
-    forehead_strength = 1.3 * a1 * (1 - tt) ** 0.7 + 1.2 * a2 * tt**0.7 + 0.25 * idt.age_lines
-    inner_y = float(brows[:, 0, 1].mean())
+    forehead_lines = np.empty((3, 2 * N_BROW - 1, 2))
+    forehead_lines[:, :, 0] = rest.forehead_x
+    forehead_lines[:, :, 1] = rest.forehead_y + 0.6 * fdy[None, :]
+    forehead_strength = a1 * _FORE_AU1 + a2 * _FORE_AU2 + 0.25 * idt.age_lines
+    inner_y = 0.5 * (brows[0, 0, 1] + brows[1, 0, 1])
     gx = 0.05 - 0.012 * a4
     glabella_lines = np.array(
         [
@@ -209,128 +280,134 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
 
     # --- eyes: AU5 raises the upper lid, AU7 tightens both lids (lower lid up and straight),
     # AU6 pushes the lower lid up from below
-    u = _U_LID
     hu = w * idt.eye_open * (1 + idt.rest_lid) * (1 + 1.5 * a5) * (1 - 0.45 * a7) * (1 - 0.12 * a6)
     hl = w * 0.38 * (1 - 0.6 * a7) * (1 - 0.45 * a6)
     lid_shift = -0.045 * a7 - 0.012 * a6  # lower lid rises as a whole
-    up_shape = (1 - u**2) ** 0.75 * (1 + 0.12 * u)
-    lo_shape = (1 - u**2) ** (0.9 - 0.4 * a7)
-    tilt = -0.012 * u  # outer corner a little higher
-    ecx = _SIDE * ex  # (2,)
-    lid_x = ecx[:, None] + _SIDE[:, None] * w * u[None, :]
-    eye_upper = np.stack([lid_x, np.broadcast_to(ey + tilt - hu * up_shape, lid_x.shape)], axis=2)
-    eye_lower = np.stack(
-        [lid_x, np.broadcast_to(ey + tilt + lid_shift * (1 - u**2) + hl * lo_shape, lid_x.shape)], axis=2
-    )
+    up_y = rest.lid_y - hu * _LID_UP
+    lo_y = rest.lid_y + lid_shift * _LID_PAR + hl * _LID_PAR ** (0.9 - 0.4 * a7)
     # strong 6+7 must not push the lower lid through the upper one
-    eye_lower[:, :, 1] = np.maximum(eye_lower[:, :, 1], eye_upper[:, :, 1] + 0.006 * (1 - u**2))
-    crease_gap = w * (0.30 - 0.14 * a5 + 0.06 * a7)
-    lid_crease = eye_upper.copy()
-    lid_crease[:, :, 1] -= crease_gap * (1 - u**2) ** 0.5 + 0.01
-    lid_crease[:, :, 0] *= 1.0 + 0.03 * u
-    iris_radius = 0.52 * w
-    iris_centre = _pair(ecx + _SIDE * 0.004, ey + 0.006)
-    cheeks = _pair(_SIDE * (ex + 0.03), ey + 0.27 - 0.1 * a6 - 0.02 * s12)
-    lid_bulge = eye_lower.copy()
-    lid_bulge[:, :, 1] += 0.04 + 0.015 * (1 - u**2) - 0.01 * a6
-    lid_bulge[:, :, 0] *= 1.0 + 0.05 * u[None, :]
+    lo_y = np.maximum(lo_y, up_y + 0.006 * _LID_PAR)
+    eye_upper = np.empty((2, N_LID, 2))
+    eye_upper[:, :, 0] = rest.lid_x
+    eye_upper[:, :, 1] = up_y
+    eye_lower = np.empty((2, N_LID, 2))
+    eye_lower[:, :, 0] = rest.lid_x
+    eye_lower[:, :, 1] = lo_y
+    lid_crease = np.empty((2, N_LID, 2))
+    lid_crease[:, :, 0] = rest.lid_x * _LID_CREASE_X
+    lid_crease[:, :, 1] = up_y - w * (0.30 - 0.14 * a5 + 0.06 * a7) * _LID_CREASE - 0.01
+    cheeks = _pair(_SIDE * (idt.eye_spacing + 0.03), ey + 0.27 - 0.1 * a6 - 0.02 * s12)
+    lid_bulge = np.empty((2, N_LID, 2))
+    lid_bulge[:, :, 0] = rest.lid_x * _LID_BULGE_X
+    lid_bulge[:, :, 1] = lo_y + 0.04 + 0.015 * _LID_PAR - 0.01 * a6
     lid_bulge_strength = np.full(2, 1.2 * a6 + 0.15 * idt.age_lines)
-    ox_c = ecx + _SIDE * (w + 0.025)
-    crows = np.empty((2, 3, 2, 2))
-    for k, ang in enumerate((-0.45, 0.0, 0.45)):
-        d = np.array([np.cos(ang), np.sin(ang)]) * 0.075
-        crows[:, k, 0, 0] = ox_c
-        crows[:, k, 0, 1] = ey + 0.5 * d[1] - 0.005
-        crows[:, k, 1, 0] = ox_c + _SIDE * d[0]
-        crows[:, k, 1, 1] = ey + 1.5 * d[1] - 0.005
-    crows_feet_strength = np.full(2, 1.3 * a6) + 0.1 * idt.age_lines
+    crows_feet_strength = np.full(2, 1.3 * a6 + 0.1 * idt.age_lines)
 
     # --- nose: AU9 wrinkles the bridge and lifts the wings, AU10 lifts and widens the wings a little
     nw = idt.nose_width
-    tip_y = ey + idt.nose_length + 0.03
+    tip_y = rest.tip_y
     lift = 0.055 * a9 + 0.025 * a10
     widen = 0.012 * a9 + 0.015 * a10
     nose_tip = np.array([0.0, tip_y - 0.3 * lift])
     nostrils = _pair(_SIDE * (0.45 * nw + 0.5 * widen), tip_y + 0.03 - lift)
     nostril_size = np.array([0.32 * nw, 0.14 * nw])
     alae = np.empty((2, 4, 2))
-    for i, (axf, ayf) in enumerate(((0.55, -0.075), (0.98, -0.02), (0.95, 0.025), (0.62, 0.045))):
-        alae[:, i, 0] = _SIDE * (axf * nw + widen)
-        alae[:, i, 1] = tip_y + ayf - lift
-    nose_bridge = np.empty((2, 3, 2))
-    for i, (bxf, byv) in enumerate(((0.06, ey + 0.03), (0.065, ey + 0.15), (0.5 * nw + 0.02, tip_y - 0.09))):
-        nose_bridge[:, i, 0] = _SIDE * bxf
-        nose_bridge[:, i, 1] = byv - (lift if i == 2 else 0.0)
+    alae[:, :, 0] = _SIDE[:, None] * (_ALA_X * nw + widen)[None, :]
+    alae[:, :, 1] = (tip_y - lift) + _ALA_Y
+    nose_bridge = np.array(
+        [
+            [[-0.06, ey + 0.03], [-0.065, ey + 0.15], [-(0.5 * nw + 0.02), tip_y - 0.09 - lift]],
+            [[0.06, ey + 0.03], [0.065, ey + 0.15], [0.5 * nw + 0.02, tip_y - 0.09 - lift]],
+        ]
+    )
     # "bunny lines": short oblique creases on both sides of the upper nose, plus one across the root
-    nose_wrinkles = np.empty((5, 2, 2))
-    for k in range(2):
-        y = ey + 0.05 + 0.045 * k - 0.012 * a9
-        nose_wrinkles[2 * k : 2 * k + 2, 0] = _pair(_SIDE * 0.03, y)
-        nose_wrinkles[2 * k : 2 * k + 2, 1] = _pair(_SIDE * 0.1, y + 0.04)
-    nose_wrinkles[4] = [[-0.04, ey + 0.01 - 0.01 * a9], [0.04, ey + 0.01 - 0.01 * a9]]
+    y = ey - 0.012 * a9
+    y_root = ey + 0.01 - 0.01 * a9
+    nose_wrinkles = np.array(
+        [
+            [[-0.03, y + 0.05], [-0.1, y + 0.09]],
+            [[0.03, y + 0.05], [0.1, y + 0.09]],
+            [[-0.03, y + 0.095], [-0.1, y + 0.135]],
+            [[0.03, y + 0.095], [0.1, y + 0.135]],
+            [[-0.04, y_root], [0.04, y_root]],
+        ]
+    )
     nose_wrinkle_strength = 1.5 * a9
 
     # --- mouth corners: AU12 up and out, AU14 in with dimples, AU15 down, AU20 out, AU23/24 in,
     # AU17 a little down (inverted-U mouth), AU26 down and in (rounder opening)
-    mw, my = idt.mouth_width, idt.mouth_y
     corner_x = (
-        mw + 0.08 * s12 - 0.06 * s14 + 0.012 * a15 + 0.10 * a20 - 0.03 * a23 - 0.015 * a24 - 0.025 * a26
+        idt.mouth_width
+        + 0.08 * s12
+        - 0.06 * s14
+        + (0.012 * a15 + 0.10 * a20 - 0.03 * a23 - 0.015 * a24 - 0.025 * a26)
     )
     corner_y = (
-        my
-        + idt.rest_mouth_curve
-        + asym
+        rest.corner_y
         - 0.11 * s12
         - 0.02 * s14
-        + 0.10 * a15
-        + 0.012 * a20
-        + 0.03 * a17
-        + 0.05 * a26
-        + 0.01 * a25
+        + (0.10 * a15 + 0.012 * a20 + 0.03 * a17 + 0.05 * a26 + 0.01 * a25)
     )
     mouth_corners = _pair(_SIDE * corner_x, corner_y)
 
     # --- lips. Closure line: centre y0, bending towards the corners.
-    y0 = my - 0.08 * a17 - 0.015 * a10
-    gap_up = 0.025 * a25 + 0.045 * a10 + 0.02 * a9 + 0.01 * a26
-    gap_dn = 0.06 * a25 + 0.75 * jaw_drop
+    y0 = idt.mouth_y - 0.08 * a17 - 0.015 * a10
     squeeze = (1 - 0.85 * a24) * (1 - 0.5 * a23)
-    gap_up *= squeeze
-    gap_dn *= squeeze
+    gap_up = (0.025 * a25 + 0.045 * a10 + 0.02 * a9 + 0.01 * a26) * squeeze
+    gap_dn = (0.06 * a25 + 0.75 * jaw_drop) * squeeze
     thin = (1 - 0.6 * a23) * (1 - 0.5 * a24) * (1 - 0.3 * a20)
     tu = idt.upper_lip * thin * (1 + 0.15 * a10)
     tl = idt.lower_lip * thin
-    ul = _U_LIP
-    lx = np.where(_LIP_LEFT, -corner_x[0] * np.abs(ul), corner_x[1] * np.abs(ul))
-    cy_side = np.where(_LIP_LEFT, corner_y[0], corner_y[1])
-    mid = y0 + (cy_side - y0) * _LIP_CURVE
-    lip_upper_inner = mid - gap_up * _LIP_OPEN * _LIP_CENTRE
-    lip_lower_inner = np.maximum(mid + gap_dn * _LIP_OPEN - 0.015 * a17 * _LIP_CENTRE, lip_upper_inner)
-    lip_upper_outer = lip_upper_inner - tu * _LIP_BOW - 0.015 * a10 * _LIP_CENTRE
-    lip_lower_outer = lip_lower_inner + tl * _LIP_LOWER
-    mouth_gap = float(lip_lower_inner[N_LIP // 2] - lip_upper_inner[N_LIP // 2])
+    cxl, cxr = float(corner_x[0]), float(corner_x[1])
+    cyl, cyr = float(corner_y[0]), float(corner_y[1])
+    lx = _LIP_ABS * np.where(_LIP_LEFT, -cxl, cxr)
+    mid = y0 + (np.where(_LIP_LEFT, cyl, cyr) - y0) * _LIP_CURVE
+    upper_inner = mid - gap_up * _LIP_OPEN * _LIP_CENTRE
+    lower_inner = np.maximum(mid + gap_dn * _LIP_OPEN - 0.015 * a17 * _LIP_CENTRE, upper_inner)
+    upper_outer = upper_inner - tu * _LIP_BOW - 0.015 * a10 * _LIP_CENTRE
+    lower_outer = lower_inner + tl * _LIP_LOWER
+    lips = np.empty((4, N_LIP, 2))
+    lips[:, :, 0] = lx
+    lips[0, :, 1] = upper_outer
+    lips[1, :, 1] = upper_inner
+    lips[2, :, 1] = lower_inner
+    lips[3, :, 1] = lower_outer
+    c = N_LIP // 2
+    mouth_gap = float(lower_inner[c] - upper_inner[c])
 
-    def pts(y: np.ndarray) -> np.ndarray:
-        return np.stack([lx, y], axis=1)
-
-    dimples = np.empty((2, 2, 2))
-    dimples[:, :, 0] = (_SIDE * (corner_x + 0.04))[:, None]
-    dimples[:, 0, 1] = corner_y - 0.03
-    dimples[:, 1, 1] = corner_y + 0.03
+    dimples = np.array(
+        [
+            [[-(cxl + 0.04), cyl - 0.03], [-(cxl + 0.04), cyl + 0.03]],
+            [[cxr + 0.04, cyr - 0.03], [cxr + 0.04, cyr + 0.03]],
+        ]
+    )
     dimple_strength = 1.6 * s14
 
     # nasolabial folds end beside the mouth corner, so AU12/AU20 drag their lower end
-    nasolabial = np.empty((2, 4, 2))
-    nasolabial[:, 0] = _pair(_SIDE * (nw + 0.025 + widen), tip_y - 0.04 - lift)
-    nasolabial[:, 1] = _pair(_SIDE * (nw + 0.07 + widen), tip_y + 0.05 - 0.5 * lift)
-    nasolabial[:, 3] = _pair(_SIDE * (corner_x + 0.05), corner_y + 0.04)
-    nasolabial[:, 2] = 0.5 * (nasolabial[:, 1] + nasolabial[:, 3]) + _pair(_SIDE * 0.03, 0.0)
+    x0, x1 = nw + 0.025 + widen, nw + 0.07 + widen
+    y0n, y1n = tip_y - 0.04 - lift, tip_y + 0.05 - 0.5 * lift
+    nasolabial = np.array(
+        [
+            [
+                [-x0, y0n],
+                [-x1, y1n],
+                [-(0.5 * (x1 + cxl + 0.05) + 0.03), 0.5 * (y1n + cyl + 0.04)],
+                [-(cxl + 0.05), cyl + 0.04],
+            ],
+            [
+                [x0, y0n],
+                [x1, y1n],
+                [0.5 * (x1 + cxr + 0.05) + 0.03, 0.5 * (y1n + cyr + 0.04)],
+                [cxr + 0.05, cyr + 0.04],
+            ],
+        ]
+    )
     nasolabial_strength = (
-        0.35 * idt.age_lines + 0.3 * a6 + 0.7 * a9 + 0.8 * a10 + 0.8 * s12 + 0.2 * s14 - 0.2 * a20
+        (0.35 * idt.age_lines + 0.3 * a6 + 0.7 * a9 + 0.8 * a10 - 0.2 * a20) + 0.8 * s12 + 0.2 * s14
     ).clip(0.0)
 
     # chin boss (AU17): short wrinkles between the lower lip and the chin
-    cb = 0.5 * (lip_lower_outer[N_LIP // 2] + chin[1]) - 0.01 * a17
+    cb = 0.5 * (lower_outer[c] + chin[1]) - 0.01 * a17
     chin_lines = np.array(
         [
             [[-0.07, cb - 0.01], [-0.03, cb + 0.015]],
@@ -344,17 +421,17 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
         outline=outline,
         chin=chin,
         face_centre=np.array([0.0, yc]),
-        ears=ears,
+        ears=rest.ears,
         brows=brows,
-        brow_thickness=brow_thickness,
+        brow_thickness=rest.brow_thickness,
         eye_upper=eye_upper,
         eye_lower=eye_lower,
         lid_crease=lid_crease,
-        iris_centre=iris_centre,
-        iris_radius=iris_radius,
+        iris_centre=rest.iris_centre,
+        iris_radius=0.52 * w,
         cheeks=cheeks,
         lid_bulge=lid_bulge,
-        crows_feet=crows,
+        crows_feet=rest.crows_feet,
         nose_tip=nose_tip,
         nostrils=nostrils,
         nostril_size=nostril_size,
@@ -362,10 +439,10 @@ def face_geometry(identity: Identity, au: np.ndarray, unilateral: str | None = N
         nose_bridge=nose_bridge,
         nose_wrinkles=nose_wrinkles,
         nasolabial=nasolabial,
-        lip_upper_outer=pts(lip_upper_outer),
-        lip_upper_inner=pts(lip_upper_inner),
-        lip_lower_inner=pts(lip_lower_inner),
-        lip_lower_outer=pts(lip_lower_outer),
+        lip_upper_outer=lips[0],
+        lip_upper_inner=lips[1],
+        lip_lower_inner=lips[2],
+        lip_lower_outer=lips[3],
         mouth_corners=mouth_corners,
         dimples=dimples,
         chin_lines=chin_lines,
