@@ -34,6 +34,7 @@ _N_TEXTURES = 8
 # The canonical frame is magnified a little so that, like an aligned dataset crop, the face fills
 # most of the image and the top of the head is cut off.
 _ZOOM = 1.12
+_TEETH_DEPTH = 0.06 * np.sqrt(1 - np.linspace(-1, 1, N_LIP) ** 2)  # upper-teeth height along the mouth
 _YAW_SHIFT = 0.2  # canonical x shift of a depth-1 feature (nose tip) at yaw 1
 
 
@@ -505,7 +506,7 @@ def render_face(
     uo, ui, li, lo_ = g.lip_upper_outer, g.lip_upper_inner, g.lip_lower_inner, g.lip_lower_outer
     open_mouth = g.mouth_gap > 0.006
     s_mouth = add(np.concatenate([ui, li[::-1]]), 0.65)
-    teeth_lo = np.minimum(ui[:, 1] + 0.06 * (1 - np.linspace(-1, 1, N_LIP) ** 2) ** 0.5, li[:, 1])
+    teeth_lo = np.minimum(ui[:, 1] + _TEETH_DEPTH, li[:, 1])  # teeth end at the lower lip
     s_teeth = add(np.concatenate([ui[1:-1], np.stack([ui[-2:0:-1, 0], teeth_lo[-2:0:-1]], 1)]), 0.65)
     s_ulip = add(np.concatenate([uo, ui[::-1]]), 0.65)
     s_llip = add(np.concatenate([li, lo_[::-1]]), 0.65)
