@@ -52,7 +52,8 @@ class Geometry:
     """Named landmarks of one face (canonical frame, see the module docstring) and wrinkle strengths.
 
     Point arrays end in an (x, y) axis. Strength scalars are >= 0 and roughly in [0, 1.5]; 0 means
-    the line is not drawn.
+    the line is not drawn. Arrays that depend on the identity only are shared between calls and
+    read-only; copy before modifying.
     """
 
     outline: np.ndarray  # (N_OUTLINE, 2) head outline, closed polygon; index N_OUTLINE//4 is the chin
@@ -206,7 +207,7 @@ def _rest(idt: Identity) -> _Rest:
         forehead_x=_frozen(forehead_x),
         forehead_y=_frozen(forehead_y),
         lid_x=_frozen(lid_x),
-        lid_y=_frozen(ey - 0.012 * u),  # outer corner a little higher
+        lid_y=_frozen(ey - idt.eye_tilt * u),  # canthal tilt: outer corner usually higher
         iris_centre=_frozen(_pair(ecx + _SIDE * 0.004, ey + 0.006)),
         crows_feet=_frozen(crows),
         tip_y=ey + idt.nose_length + 0.03,

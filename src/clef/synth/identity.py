@@ -24,6 +24,8 @@ BEARD_STYLES: tuple[str, ...] = ("none", "stubble", "full", "goatee")
 GLASSES_STYLES: tuple[str, ...] = ("none", "round", "rect")
 
 RGB = tuple[int, int, int]
+# how common each of HAIR_STYLES is
+_HAIR_STYLE_CDF = np.cumsum([0.26, 0.24, 0.08, 0.16, 0.1, 0.16])[:-1]
 
 # Skin tones from very light to very dark; a subject's tone is interpolated along this ramp and
 # then jittered in hue, so tones are continuous rather than a handful of classes.
@@ -97,6 +99,7 @@ class Identity:
     eye_spacing: float  # x of each eye centre
     eye_y: float
     eye_open: float  # resting half-height of the opening above the eye axis, relative to eye_size
+    eye_tilt: float  # how much higher the outer eye corner sits than the inner one
     iris_color: RGB
     # brows
     brow_arch: float
@@ -167,7 +170,7 @@ def sample_identity(rng: np.random.Generator, domain: str = "lab") -> Identity:
     if tone > 0.5 and hair_idx in (4, 5):  # light hair on dark skin is rare; keep it plausible
         hair_idx = 0
     hair = _HAIR_COLOURS[hair_idx] * (0.85 + 0.3 * u[4])
-    style = HAIR_STYLES[int(u[5] * len(HAIR_STYLES))]
+    style = HAIR_STYLES[int(np.searchsorted(_HAIR_STYLE_CDF, u[5], side="right"))]
     iris_idx = int(u[6] * len(_IRIS_COLOURS))
     if tone > 0.45:  # dark skin almost always comes with brown eyes
         iris_idx = int(u[6] * 2.4) % 2
@@ -180,7 +183,7 @@ def sample_identity(rng: np.random.Generator, domain: str = "lab") -> Identity:
     glasses = "none" if u[10] > glasses_p else GLASSES_STYLES[1 + int(u[11] * 2)]
     glasses_col = np.array([[20, 20, 20], [90, 60, 30], [160, 160, 170], [120, 20, 30]])[int(u[12] * 4)]
     beard = "none"
-    if u[13] < 0.2:
+    if u[13] < 0.3 and style not in ("long", "bun"):  # a crude sex prior keeps beards plausible
         beard = BEARD_STYLES[1 + int(u[14] * 3)]
     freckles = float(max(0.0, u[15] * 1.6 - 1.0) / 0.6) if tone < 0.45 else 0.0
     backdrop = _LAB_BACKDROPS[int(u[16] * len(_LAB_BACKDROPS))] * (0.92 + 0.16 * u[17])
@@ -198,6 +201,7 @@ def sample_identity(rng: np.random.Generator, domain: str = "lab") -> Identity:
         eye_spacing=rng_in(27, 0.25, 0.33),
         eye_y=rng_in(28, -0.20, -0.12),
         eye_open=rng_in(29, 0.40, 0.56),
+        eye_tilt=rng_in(47, -0.01, 0.035),
         iris_color=_rgb(iris),
         brow_arch=rng_in(30, 0.0, 0.07),
         brow_thickness=rng_in(31, 0.035, 0.075),

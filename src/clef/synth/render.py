@@ -437,7 +437,8 @@ def render_face(
 
     ``au``: (17,) intensities 0..5 in ``clef.labels.ALL_AUS`` order; ``unilateral``: None, "left"
     or "right" (AU12/AU14 on the subject's side only, see :mod:`clef.synth.face`). Sensor noise
-    is drawn from ``rng`` (two integers per call); with ``rng=None`` no noise is added. Returns a
+    is drawn from ``rng`` (two integers when ``nuisance.noise_sigma > 0``, nothing otherwise);
+    with ``rng=None`` no noise is added. Returns a
     uint8 array of shape (size, size, 3); the same inputs and ``rng`` state give the same bytes.
     Raises :class:`UserError` if ``size < 16``.
     """
