@@ -137,13 +137,28 @@ def test_aus_combine():
 
 
 @pytest.mark.parametrize(("side", "moved"), [("left", 1), ("right", 0)])
-def test_unilateral_au12_acts_on_one_side(side, moved):
+def test_unilateral_au12_and_au14_act_on_one_side(side, moved):
+    # "left" is the subject's left = the image-right half (index 1)
     identity = _identities()[0]
     g0 = _geo(identity, 12, 0)
     g = _geo(identity, 12, 4, unilateral=side)
     dy = g.mouth_corners[:, 1] - g0.mouth_corners[:, 1]
     assert dy[moved] < -0.05
     assert dy[1 - moved] == pytest.approx(0.0, abs=1e-12)
+    g = _geo(identity, 14, 4, unilateral=side)
+    dx = np.abs(g.mouth_corners[:, 0]) - np.abs(g0.mouth_corners[:, 0])
+    assert dx[moved] < -0.03
+    assert dx[1 - moved] == pytest.approx(0.0, abs=1e-12)
+    assert g.dimple_strength[moved] > 0 and g.dimple_strength[1 - moved] == 0
+
+
+def test_identities_are_reproducible_and_wild_is_wider():
+    a = sample_identity(np.random.default_rng(7), "lab")
+    assert a == sample_identity(np.random.default_rng(7), "lab")
+    rng = np.random.default_rng(8)
+    lab = [sample_identity(rng, "lab").face_width for _ in range(300)]
+    wild = [sample_identity(rng, "wild").face_width for _ in range(300)]
+    assert np.ptp(wild) > np.ptp(lab)
 
 
 def test_bad_inputs_raise_user_error():
