@@ -121,7 +121,7 @@ class Identity:
     glasses_color: RGB
     beard: str
     freckles: float  # 0 = none .. 1 = many
-    freckle_seed: int
+    detail_seed: int  # seeds small details: freckle positions, hair parting, side of the bun
     # resting expression (see class docstring)
     rest_mouth_curve: float
     rest_brow_height: float
@@ -219,7 +219,7 @@ def sample_identity(rng: np.random.Generator, domain: str = "lab") -> Identity:
         glasses_color=(int(glasses_col[0]), int(glasses_col[1]), int(glasses_col[2])),
         beard=beard,
         freckles=freckles,
-        freckle_seed=int(u[40] * 2**31),
+        detail_seed=int(u[40] * 2**31),
         rest_mouth_curve=rng_in(41, -0.035, 0.035),
         rest_brow_height=rng_in(42, -0.03, 0.03),
         rest_brow_inner=rng_in(43, -0.03, 0.03),

@@ -236,7 +236,7 @@ def _style(idt: Identity) -> _Style:
             hy = idt.hairline + (temple_y - idt.hairline) * np.abs(hx / fw) ** 2.5
         hair_front = np.concatenate([cap[cap[:, 1] < temple_y + 0.02], np.stack([hx, hy], 1)])
         # strokes from the crown (or a side parting) down to the hairline
-        part = 0.25 * fw * (2 * (idt.freckle_seed % 3) / 2 - 1)
+        part = 0.25 * fw * (idt.detail_seed % 3 - 1)
         crown = np.array([part, float(cap[:, 1].min()) + 0.05])
         ends = np.stack([hx[2:-2:3], hy[2:-2:3] - 0.05], 1)
         mids = 0.5 * (crown + ends) + np.stack([0.08 * np.sign(ends[:, 0] - part), np.zeros(len(ends))], 1)
@@ -250,9 +250,9 @@ def _style(idt: Identity) -> _Style:
             )
         elif style == "bun":
             # high on the back of the head, off-centre so that the crop shows it
-            side = 1.0 if idt.freckle_seed % 2 else -1.0
+            side = 1.0 if idt.detail_seed % 2 else -1.0
             bun = (side * 0.55 * fw, float(cap[:, 1].min()) + 0.2, 0.18 + vol)
-    r = np.random.default_rng(idt.freckle_seed)
+    r = np.random.default_rng(idt.detail_seed)
     nf = int(40 * idt.freckles)
     fx = r.uniform(-1, 1, nf)
     freckles = np.stack(
