@@ -284,7 +284,7 @@ def _style(idt: Identity) -> _Style:
         skin_edge=_scale(skin, 0.8),
         skin_mid=_scale(skin, 0.91),
         neck=_scale(skin, 0.74),
-        lid=_scale(skin, 0.95),
+        lid=_scale(skin, 0.93),
         crease=_scale(skin, 0.7),
         wrinkle=_scale(skin, 0.55),
         blush=_mix(skin, (225, 110, 100), 0.18),
@@ -471,6 +471,8 @@ def render_face(
     s_mid = add(g.face_centre + (g.outline - g.face_centre) * 0.95, 0.1)
     s_inner = add(g.face_centre + (g.outline - g.face_centre) * 0.88, 0.15)
     s_cheeks = add(g.cheeks, 0.6)
+    s_socket = add(g.iris_centre + np.array([0.0, -0.045]), 0.4)
+    eye_w = identity.eye_size * unit
     s_freck = add(st.freckles, 0.6) if len(st.freckles) else None
     s_fore = add(g.forehead_lines, 0.3)
     s_hfront = add(st.hair_front, 0.1) if st.hair_front is not None else None
@@ -512,6 +514,7 @@ def render_face(
     s_ulip = add(np.concatenate([uo, ui[::-1]]), 0.65)
     s_llip = add(np.concatenate([li, lo_[::-1]]), 0.65)
     s_line = add(ui, 0.65)
+    s_mento = add(lo_[N_LIP // 2] + np.array([0.0, 0.035]), 0.55)
     s_beard = add(_beard_polygon(identity, g), 0.4) if identity.beard != "none" else None
     s_glasses = add(_glasses_points(identity, g), 0.5) if identity.glasses != "none" else None
     s_occ = add(_occluder_points(nuisance), 0.9) if nuisance.occlusion is not None else None
@@ -547,14 +550,10 @@ def render_face(
     polygon(seg(s_outline), fill=st.skin_edge)
     polygon(seg(s_mid), fill=st.skin_mid)
     polygon(seg(s_inner), fill=st.skin)
-    c = seg(s_cheeks)
+    # eye sockets: shaded between brow and lid (the upper-lid covers below share this colour)
+    sk = seg(s_socket)
     for i in range(2):
-        ellipse(c[2 * i], c[2 * i + 1], 0.13 * unit, 0.08 * unit, st.blush)
-    if s_freck is not None:
-        f = seg(s_freck)
-        rf = max(0.5, 0.008 * unit)
-        for i in range(0, len(f), 2):
-            ellipse(f[i], f[i + 1], rf, rf, st.freckle)
+        ellipse(sk[2 * i], sk[2 * i + 1], 1.25 * eye_w, 0.75 * eye_w, st.lid)
     nf = 2 * N_BROW - 1
     fs = g.forehead_strength.tolist()
     for li_ in range(3):
@@ -587,6 +586,15 @@ def render_face(
         line(sub(s_up, i, N_LID), fill=st.lash, width=px(0.022))
         line(sub(s_lo, i, N_LID), fill=st.crease, width=px(0.008))
         line(sub(s_crease, i, N_LID), fill=st.crease, width=px(0.01))
+    # cheeks and freckles after the eyes: the lower-lid covers would clip a cheek raised by AU6
+    c = seg(s_cheeks)
+    for i in range(2):
+        ellipse(c[2 * i], c[2 * i + 1], 0.13 * unit, 0.08 * unit, st.blush)
+    if s_freck is not None:
+        f = seg(s_freck)
+        rf = max(0.5, 0.008 * unit)
+        for i in range(0, len(f), 2):
+            ellipse(f[i], f[i + 1], rf, rf, st.freckle)
     if s_hfront is not None:
         polygon(seg(s_hfront), fill=st.hair)
         if s_strands is not None:
@@ -631,6 +639,9 @@ def render_face(
         col = _strength_colour(st.skin, st.wrinkle, g.chin_strength)
         for j in range(3):
             line(sub(s_chinl, j, 2), fill=col, width=wl)
+    # shadow of the lower lip on the chin (follows the lip: AU17 up, AU26 down)
+    ml = seg(s_mento)
+    ellipse(ml[0], ml[1], 0.085 * unit, 0.022 * unit, st.lid)
     if s_beard is not None:
         polygon(seg(s_beard), fill=st.beard)
 
@@ -711,19 +722,23 @@ def _beard_polygon(idt: Identity, g: Geometry) -> np.ndarray:
                 [-x - 0.02, chin[1] - 0.2],
             ]
         )
-    lower = o[q - 8 : q + 9]  # image-right cheek -> chin -> image-left cheek
-    return np.concatenate(
+    lower = o[q - 9 : q + 10]  # image-right cheek -> chin -> image-left cheek
+    # upper edge: down the cheek towards the mouth corner, then up over the upper lip (moustache)
+    fw, mw, my = idt.face_width, idt.mouth_width, idt.mouth_y
+    cheek_y = float(lower[0, 1]) - 0.05
+    edge = np.array(
         [
-            lower,
-            np.array(
-                [
-                    [-idt.face_width * 0.62, nose_y - 0.06],
-                    [0.0, nose_y],
-                    [idt.face_width * 0.62, nose_y - 0.06],
-                ]
-            ),
+            [-fw * 0.97, cheek_y],
+            [-fw * 0.62, my - 0.14],
+            [-(mw + 0.07), my - 0.07],
+            [-0.05, nose_y],
+            [0.05, nose_y],
+            [mw + 0.07, my - 0.07],
+            [fw * 0.62, my - 0.14],
+            [fw * 0.97, cheek_y],
         ]
     )
+    return np.concatenate([lower, edge])
 
 
 def _glasses_points(idt: Identity, g: Geometry) -> np.ndarray:
