@@ -17,6 +17,8 @@ from clef.errors import UserError
 # Subcommand name -> module. Order is the order `clef --help` lists them.
 COMMANDS: dict[str, str] = {
     "synth": "clef.commands.synth",
+    "list": "clef.commands.listing",
+    "info": "clef.commands.info",
 }
 
 
