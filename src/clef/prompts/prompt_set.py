@@ -277,8 +277,8 @@ def _check_pairs(ps: PromptSet) -> None:
     ):
         for label in sorted(set(names) ^ set(descriptions), key=str):
             has, missing = ("name", "description") if label in names else ("description", "name")
-            shown = f"AU{label}" if what == "AU" else repr(label)
-            raise UserError(f"{where}: {what} {shown} has a {has} but no {missing}")
+            shown = f"AU{label}" if what == "AU" else f"expression {label!r}"
+            raise UserError(f"{where}: {shown} has a {has} but no {missing}")
 
 
 def list_prompt_sets() -> list[tuple[str, str]]:
