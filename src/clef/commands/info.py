@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         f"task        {meta.get('task')}",
         f"prompt set  {meta.get('prompt_set')}",
         f"embed dim   {meta.get('embed_dim')}",
-        f"scale       {_fmt(2.718281828459045 ** meta['logit_scale']) if 'logit_scale' in meta else None}",
+        f"scale       {_fmt(min(math.exp(meta['logit_scale']), 100.0)) if 'logit_scale' in meta else None}",
     ]
     if meta.get("labels"):
         lines.append(f"labels      {_fmt(meta['labels'])}")
