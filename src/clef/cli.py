@@ -18,6 +18,8 @@ from clef.errors import UserError
 COMMANDS: dict[str, str] = {
     "synth": "clef.commands.synth",
     "data": "clef.commands.data",
+    "list": "clef.commands.listing",
+    "info": "clef.commands.info",
 }
 
 
