@@ -1,0 +1,527 @@
+"""The training engine shared by both stages: optimiser, schedule, loop, checkpoints, logs.
+
+The engine knows nothing about CLEF's losses: the stage program supplies a *step function*
+``step_fn(model, batch) -> {"loss": 0-d tensor, other scalars to log...}`` that runs the model on a
+batch (already on the device) and returns the loss. The engine owns everything around it:
+
+* AdamW with one learning rate per named parameter group (image tower, text tower, new heads...);
+  parameters with ``ndim < 2`` (norms, biases, logit scale) get no weight decay; parameters with
+  ``requires_grad=False`` (a locked tower) are left out and never change;
+* a warm-up + cosine learning-rate multiplier precomputed per optimiser step (DINO style: an array
+  indexed by step, so the learning rate of any step is known before the run and after a resume);
+* bf16 autocast on CUDA only (CPU runs stay fp32), gradient accumulation, gradient-norm clipping;
+* a non-finite loss (or gradient norm) stops the run at once with a message naming the step;
+* atomic checkpoints (temp file + ``os.replace``) every ``checkpoint_every`` steps and at the end,
+  holding model, optimiser, step, sampler position (epoch + batches consumed) and the RNG states of
+  every rank (python, numpy, torch, CUDA, and the caller's generators, e.g. the augmentation's), so
+  that :func:`train` with ``resume=`` continues exactly: on CPU a killed-and-resumed run ends with
+  bit-identical weights to an uninterrupted one;
+* rank-0-only I/O: a tqdm bar (loss, lr, images/s), ``metrics.jsonl``, optional TensorBoard (only if
+  the ``tensorboard`` package is installed), the merged config as ``config.yaml`` in the run folder.
+
+Distributed: under ``torchrun`` (see :func:`clef.distributed.init_from_env`) the model and the step
+function are wrapped together in one module under DDP, so DDP sees the whole forward pass (the model
+contract has no loss-computing ``forward``); gradients are averaged over ranks. One process uses the
+same path without the wrapper's collectives.
+
+Step order of one optimiser step (after DINO): set learning rates for the step -> for each
+micro-batch: forward under autocast, backward of loss / accumulation -> all-reduce the loss for
+logging and the finiteness check -> clip -> optimiser step -> zero grads -> log -> checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from clef.config import config_to_dict, save_config
+from clef.distributed import get_rank, get_world_size, is_initialized
+
+__all__ = [
+    "EngineConfig",
+    "ParamGroup",
+    "NonFiniteLossError",
+    "TrainResult",
+    "StepFn",
+    "warmup_cosine",
+    "build_optimizer",
+    "seed_everything",
+    "train",
+    "load_checkpoint",
+    "CHECKPOINT_NAME",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+_FORMAT = "clef-train-checkpoint/1"
+
+StepFn = Callable[[torch.nn.Module, dict[str, Any]], Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Optimisation and bookkeeping settings of :func:`train` (one *step* = one optimiser update)."""
+
+    steps: int = 1000
+    warmup_steps: int = 100
+    final_lr_ratio: float = 0.0  # learning rate at the end of the cosine, as a fraction of the peak
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    grad_accum: int = 1  # micro-batches per optimiser step
+    clip_grad_norm: float | None = 1.0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
+    progress: bool = True
+    tensorboard: bool = False
+    find_unused_parameters: bool = False  # DDP: set when some trainable parameter may get no gradient
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters trained at one peak learning rate (the schedule multiplies it per step)."""
+
+    params: Iterable[torch.nn.Parameter]
+    lr: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    epoch: int
+    loss: float  # mean loss over ranks and micro-batches of the last step
+    checkpoint: Path | None  # the last checkpoint written (rank 0), None elsewhere
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm became NaN/inf; the run stopped before the optimiser step."""
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, final_ratio: float = 0.0) -> np.ndarray:
+    """Learning-rate multiplier for each optimiser step 0..total_steps-1.
+
+    Linear warm-up ``(s + 1) / warmup_steps`` for ``s < warmup_steps`` (the first step already moves,
+    step ``warmup_steps - 1`` reaches 1), then a half cosine from 1 towards ``final_ratio`` over the
+    remaining steps: ``final + (1 - final) / 2 · (1 + cos(π (s - W) / (T - W)))``.
+    """
+    if total_steps < 1 or warmup_steps < 0:
+        raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0; got {total_steps}, {warmup_steps}")
+    warmup_steps = min(warmup_steps, total_steps)
+    warm = (np.arange(warmup_steps) + 1) / max(1, warmup_steps)
+    rest = np.arange(total_steps - warmup_steps)
+    cos = final_ratio + (1 - final_ratio) * 0.5 * (1 + np.cos(np.pi * rest / max(1, len(rest))))
+    return np.concatenate([warm, cos]).astype(np.float64)
+
+
+def build_optimizer(groups: Mapping[str, ParamGroup], cfg: EngineConfig) -> torch.optim.AdamW:
+    """AdamW with two optimiser groups per named group: decayed (ndim >= 2) and not decayed (ndim < 2).
+
+    Frozen parameters (``requires_grad=False``) are left out. Each optimiser group carries its
+    ``name`` (``"image"``, ``"image/no_decay"``) and ``base_lr`` (the peak learning rate).
+
+    Raises:
+        ValueError: a parameter appears in two groups, or no parameter is trainable.
+    """
+    seen: set[int] = set()
+    param_groups = []
+    for name, group in groups.items():
+        decay, no_decay = [], []
+        for p in group.params:
+            if not p.requires_grad:
+                continue
+            if id(p) in seen:
+                raise ValueError(f"a parameter of group '{name}' is also in another group")
+            seen.add(id(p))
+            # Norm gains, biases and scalars (logit scale) are not decayed: decay would pull gains to 0.
+            (decay if p.ndim >= 2 else no_decay).append(p)
+        for suffix, params, wd in (("", decay, cfg.weight_decay), ("/no_decay", no_decay, 0.0)):
+            if params:
+                param_groups.append(
+                    {
+                        "params": params,
+                        "lr": group.lr,
+                        "base_lr": group.lr,
+                        "weight_decay": wd,
+                        "name": name + suffix,
+                    }
+                )
+    if not param_groups:
+        raise ValueError("no trainable parameters in the given groups")
+    return torch.optim.AdamW(param_groups, betas=cfg.betas, eps=cfg.eps)
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch; ranks get different streams (``seed + rank``).
+
+    Call it before building the model: DDP then broadcasts rank 0's initial weights anyway.
+    """
+    s = int(seed) + int(rank)
+    random.seed(s)
+    np.random.seed(s % 2**32)  # noqa: NPY002 - the legacy global stream is what third-party code draws from
+    torch.manual_seed(s)
+
+
+class _StepModule(torch.nn.Module):
+    """Model + step function as one module, so that DDP's forward covers the whole loss computation."""
+
+    def __init__(self, model: torch.nn.Module, step_fn: StepFn) -> None:
+        super().__init__()
+        self.model = model
+        self.step_fn = step_fn
+
+    def forward(self, batch: dict[str, Any]) -> Mapping[str, torch.Tensor]:
+        return self.step_fn(self.model, batch)
+
+
+# ----------------------------------------------------------------------------------------- RNG state
+def _rng_state(generators: Mapping[str, torch.Generator], device: torch.device) -> dict[str, Any]:
+    # Everything as tensors / plain Python so that torch.load(weights_only=True) can read it back.
+    np_state = np.random.get_state(legacy=False)  # noqa: NPY002 - saving the global stream, on purpose
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(
+    state: Mapping[str, Any], generators: Mapping[str, torch.Generator], device: torch.device
+) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    missing = set(generators) - set(state["generators"])
+    if missing:
+        raise ValueError(f"checkpoint has no state for generators {sorted(missing)}")
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+
+
+def _as_tuple(x: Any) -> Any:
+    # random.setstate needs tuples; a round trip through some serialisers turns them into lists.
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _gather_rng(generators: Mapping[str, torch.Generator], device: torch.device) -> list[dict[str, Any]]:
+    mine = _rng_state(generators, device)
+    if not is_initialized():
+        return [mine]
+    everyone: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # atomic on POSIX: a reader sees the old or the new file, never half of one
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`train` (``torch.load(weights_only=True)``, on CPU)."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a clef training checkpoint")
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------- loop
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Mapping):
+        batch = batch["image"] if "image" in batch else next(iter(batch.values()))
+    if isinstance(batch, (list, tuple)):
+        batch = batch[0]
+    return int(batch.shape[0])
+
+
+class _Logger:
+    """Rank-0 metrics sinks: JSONL always, TensorBoard when asked and installed."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            # Drop lines a killed run logged after its last checkpoint: they are about to be redone.
+            kept = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln and json.loads(ln)["step"] <= resume_step
+            ]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                warnings.warn(
+                    "tensorboard=true but the tensorboard package is not installed; logging to JSONL only",
+                    stacklevel=2,
+                )
+            else:
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(
+    model: torch.nn.Module,
+    step_fn: StepFn,
+    param_groups: Mapping[str, ParamGroup],
+    loader: Iterable,
+    cfg: EngineConfig,
+    run_dir: str | Path,
+    device: torch.device | str = "cpu",
+    generators: Mapping[str, torch.Generator] | None = None,
+    run_config: Any = None,
+    resume: str | Path | None = None,
+) -> TrainResult:
+    """Train ``model`` for ``cfg.steps`` optimiser steps, or the remaining ones when resuming.
+
+    Args:
+        model: on ``device`` already; its ``state_dict`` is what checkpoints hold.
+        step_fn: ``(model, batch) -> {"loss": 0-d tensor, ...}``; other entries are scalars to log.
+        param_groups: name -> :class:`ParamGroup`; names appear in the logs (``lr/<name>``).
+        loader: an iterable of batches (dicts of tensors), normally a ``DataLoader`` whose
+            ``batch_sampler`` follows the sampler protocol of :mod:`clef.data.sampler`
+            (``set_epoch(epoch, position)``); it is re-iterated at every epoch. Without that protocol
+            the run still trains but cannot resume mid-epoch exactly (a warning says so).
+        cfg: :class:`EngineConfig`.
+        run_dir: the run folder (created): ``config.yaml``, ``metrics.jsonl``, ``checkpoint.pt``.
+        device: where batches go.
+        generators: named ``torch.Generator`` objects the step function draws from (augmentation),
+            saved and restored with the checkpoint.
+        run_config: the merged config dataclass to save as ``config.yaml`` and inside checkpoints.
+        resume: a checkpoint to continue from (same world size for exact RNG restoration).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        NonFiniteLossError: the loss or gradient norm became non-finite (message names the step).
+    """
+    device = torch.device(device)
+    generators = dict(generators or {})
+    run_dir = Path(run_dir)
+    rank, world = get_rank(), get_world_size()
+    main = rank == 0
+    if cfg.grad_accum < 1 or cfg.checkpoint_every < 1 or cfg.log_every < 1:
+        raise ValueError("grad_accum, checkpoint_every and log_every must be >= 1")
+
+    optimizer = build_optimizer(param_groups, cfg)
+    schedule = warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.final_lr_ratio)
+    sampler = getattr(loader, "batch_sampler", None)
+    if not hasattr(sampler, "set_epoch"):
+        sampler = None
+        warnings.warn(
+            "the loader's batch sampler has no set_epoch(epoch, position): resume is not exact", stacklevel=2
+        )
+
+    step, epoch, position = 0, 0, 0
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, epoch, position = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["position"])
+        rng = ckpt["rng"]
+        if len(rng) == world:
+            _set_rng_state(rng[rank], generators, device)
+        else:
+            warnings.warn(
+                f"checkpoint was written by {len(rng)} processes, this run has {world}: RNG not restored",
+                stacklevel=2,
+            )
+        del ckpt
+
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(run_config if run_config is not None else cfg, run_dir / "config.yaml")
+    logger = _Logger(run_dir, cfg.tensorboard, step if resume is not None else None) if main else None
+
+    module = _StepModule(model, step_fn)
+    if world > 1:
+        module = torch.nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters,
+        )
+    module.train()
+    autocast = torch.autocast(
+        device_type="cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
+    )
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    last_checkpoint: Path | None = None
+    config_dict = config_to_dict(run_config) if run_config is not None else None
+
+    def save() -> None:
+        nonlocal last_checkpoint
+        rng = _gather_rng(generators, device)  # collective: every rank takes part
+        if main:
+            state = {
+                "format": _FORMAT,
+                "step": step,
+                "epoch": epoch,
+                "position": position,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng,
+                "world_size": world,
+                "engine": config_to_dict(cfg),
+                "config": config_dict,
+            }
+            _atomic_save(state, checkpoint_path)
+            last_checkpoint = checkpoint_path
+
+    bar = tqdm(
+        total=cfg.steps, initial=step, disable=not (main and cfg.progress), dynamic_ncols=True, unit="step"
+    )
+    micro = 0
+    sums: dict[str, torch.Tensor] = {}
+    images = 0
+    window_start, window_images = time.perf_counter(), 0
+    last_loss = float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        while step < cfg.steps:
+            if sampler is not None:
+                sampler.set_epoch(epoch, position)
+            started_at = position
+            # A DataLoader draws its workers' base seed from the global torch RNG when an iterator is
+            # made; a resumed run makes one at a point where the original run did not, so the draw is
+            # kept off the global stream (loaders here only decode, so worker seeds do not matter).
+            with torch.random.fork_rng(devices=[]):
+                batches = iter(loader)
+            for batch in batches:
+                position += 1
+                if micro == 0:
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["base_lr"] * float(
+                            schedule[step]
+                        )  # python float: weights_only-loadable
+                batch = _to_device(batch, device)
+                images += _batch_size(batch) * world
+                last_micro = micro == cfg.grad_accum - 1
+                # Gradients are all-reduced only on the last micro-batch of a step.
+                sync = contextlib.nullcontext() if (world == 1 or last_micro) else module.no_sync()
+                with sync:
+                    with autocast:
+                        out = module(batch)
+                    loss = out["loss"]
+                    (loss / cfg.grad_accum).backward()
+                for key, value in out.items():
+                    v = value.detach().float()
+                    sums[key] = sums[key] + v if key in sums else v
+                micro += 1
+                if not last_micro:
+                    continue
+
+                # ---- optimiser step
+                micro = 0
+                keys = sorted(sums)
+                means = torch.stack([sums[k] for k in keys]) / cfg.grad_accum
+                if world > 1:
+                    dist.all_reduce(means)  # every rank sees the same values -> the same decision
+                    means /= world
+                values = dict(zip(keys, means.tolist(), strict=True))
+                sums = {}
+                last_loss = values["loss"]
+                if not math.isfinite(last_loss):
+                    raise NonFiniteLossError(
+                        f"loss is {last_loss} at step {step + 1} (epoch {epoch}); stopped before the update: "
+                        "lower the learning rate or check the inputs."
+                    )
+                if cfg.clip_grad_norm is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm)
+                    values["grad_norm"] = float(norm)
+                    if not math.isfinite(values["grad_norm"]):
+                        raise NonFiniteLossError(
+                            f"gradient norm is {values['grad_norm']} at step {step + 1} (epoch {epoch}); "
+                            "stopping before the update."
+                        )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                window_images += images
+                images = 0
+
+                if main and (step % cfg.log_every == 0 or step == cfg.steps):
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": step, "epoch": epoch, **values}
+                    record.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
+                    record["images_per_s"] = window_images / max(elapsed, 1e-9)
+                    logger.log(record)
+                    bar.set_postfix(
+                        loss=f"{last_loss:.4f}",
+                        lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                        img_s=f"{record['images_per_s']:.0f}",
+                    )
+                    window_start, window_images = time.perf_counter(), 0
+                bar.update(1)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    save()
+                if step == cfg.steps:
+                    break
+            else:
+                # The epoch ran out (possibly in the middle of an accumulation, which carries over).
+                if started_at == 0 and position == 0:
+                    raise ValueError("the loader yielded no batch in a whole epoch")
+                epoch += 1
+                position = 0
+    finally:
+        bar.close()
+        if logger is not None:
+            logger.close()
+    return TrainResult(step=step, epoch=epoch, loss=last_loss, checkpoint=last_checkpoint)

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from clef.data.sampler import RandomBatchSampler
+from clef.engine import (
+    CHECKPOINT_NAME,
+    EngineConfig,
+    NonFiniteLossError,
+    ParamGroup,
+    build_optimizer,
+    load_checkpoint,
+    seed_everything,
+    train,
+    warmup_cosine,
+)
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(4, 8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.drop = torch.nn.Dropout(0.3)  # exercises the torch RNG state across a resume
+        self.head = torch.nn.Linear(8, 3)
+        self.locked = torch.nn.Linear(4, 8)
+        self.locked.requires_grad_(False)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        h = self.drop(self.norm(self.body(x) + self.locked(x)))
+        return self.head(h) * self.logit_scale
+
+
+class DictData(torch.utils.data.Dataset):
+    def __init__(self, n=20):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def _setup(kill_at_call=None, nan_at_call=None):
+    seed_everything(0)
+    model = Tiny()
+    loader = torch.utils.data.DataLoader(DictData(), batch_sampler=RandomBatchSampler(20, 4, seed=1))
+    gen = torch.Generator().manual_seed(123)
+    calls = {"n": 0}
+
+    def step_fn(m, batch):
+        calls["n"] += 1
+        if calls["n"] == kill_at_call:
+            raise KeyboardInterrupt("killed")
+        noise = 0.1 * torch.randn(batch["x"].shape, generator=gen)  # plays the augmentation's generator
+        loss = F.cross_entropy(m(batch["x"] + noise), batch["y"])
+        if calls["n"] == nan_at_call:
+            loss = loss * float("nan")
+        return {"loss": loss, "noise": noise.abs().mean()}
+
+    groups = {
+        "body": ParamGroup(
+            list(model.body.parameters()) + list(model.norm.parameters()) + [model.logit_scale], 1e-2
+        ),
+        "head": ParamGroup(list(model.head.parameters()) + list(model.locked.parameters()), 3e-2),
+    }
+    return model, step_fn, groups, loader, {"augment": gen}
+
+
+CFG = EngineConfig(steps=8, warmup_steps=2, grad_accum=2, checkpoint_every=3, log_every=1, progress=False)
+
+
+def test_kill_and_resume_reaches_bit_identical_weights(tmp_path):
+    model, step_fn, groups, loader, gens = _setup()
+    result = train(model, step_fn, groups, loader, CFG, tmp_path / "a", generators=gens)
+    assert result.step == 8 and result.epoch == 3  # 16 micro-batches over 5-batch epochs
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # Killed during step 6 (micro-batch 11): the last checkpoint is the one of step 3.
+    model, step_fn, groups, loader, gens = _setup(kill_at_call=11)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, step_fn, groups, loader, CFG, tmp_path / "b", generators=gens)
+    ckpt = load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
+    assert ckpt["step"] == 3 and ckpt["epoch"] == 1 and ckpt["position"] == 1
+
+    # A fresh process: different initial weights and RNG, all replaced by the checkpoint.
+    seed_everything(99)
+    model, step_fn, groups, loader, gens = _setup()
+    torch.manual_seed(99)
+    gens["augment"].manual_seed(7)
+    result = train(
+        model,
+        step_fn,
+        groups,
+        loader,
+        CFG,
+        tmp_path / "b",
+        generators=gens,
+        resume=tmp_path / "b" / CHECKPOINT_NAME,
+    )
+    assert result.step == 8
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+    # The metrics of the killed steps 4-5 were dropped and redone: one line per step.
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_locked_parameter_unchanged_others_trained_and_run_folder(tmp_path):
+    model, step_fn, groups, loader, gens = _setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, step_fn, groups, loader, CFG, tmp_path, generators=gens, run_config=CFG)
+    after = model.state_dict()
+    assert torch.equal(after["locked.weight"], before["locked.weight"])
+    assert torch.equal(after["locked.bias"], before["locked.bias"])
+    for key in ("body.weight", "body.bias", "norm.weight", "head.weight", "logit_scale"):
+        assert not torch.equal(after[key], before[key]), key
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["grad_accum"] == 2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "noise", "grad_norm", "lr/body", "lr/body/no_decay", "lr/head", "images_per_s"} <= set(
+        records[0]
+    )
+    # Each step uses the learning rate of its schedule entry: peak * multiplier[step - 1].
+    multipliers = warmup_cosine(8, 2)
+    for record in records:
+        assert record["lr/head"] == pytest.approx(3e-2 * multipliers[record["step"] - 1])
+    assert np.isfinite([r["loss"] for r in records]).all()
+
+
+def test_non_finite_loss_aborts_naming_the_step(tmp_path):
+    model, step_fn, groups, loader, gens = _setup(nan_at_call=5)  # micro-batch 5 = step 3
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 3"):
+        train(model, step_fn, groups, loader, CFG, tmp_path, generators=gens)
+
+
+def test_schedule_values_at_known_steps():
+    s = warmup_cosine(10, 2, final_ratio=0.1)
+    assert len(s) == 10
+    assert s[0] == pytest.approx(0.5) and s[1] == pytest.approx(1.0) and s[2] == pytest.approx(1.0)
+    assert s[6] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the 8 cosine steps
+    assert np.all(np.diff(s[2:]) < 0) and s[-1] > 0.1
+    assert warmup_cosine(4, 0)[0] == pytest.approx(1.0)
+
+
+def test_no_weight_decay_on_norms_biases_and_scalars():
+    model = Tiny()
+    opt = build_optimizer({"all": ParamGroup(model.parameters(), 1e-3)}, EngineConfig(weight_decay=0.1))
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["all"]["weight_decay"] == 0.1 and by_name["all/no_decay"]["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in by_name["all"]["params"])
+    assert any(p is model.logit_scale for p in by_name["all/no_decay"]["params"])
+    assert all(p.requires_grad for g in opt.param_groups for p in g["params"])
+    with pytest.raises(ValueError, match="also in another group"):
+        build_optimizer(
+            {"a": ParamGroup([model.logit_scale], 1.0), "b": ParamGroup([model.logit_scale], 1.0)},
+            EngineConfig(),
+        )

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from clef.augment import AugmentConfig, BatchAugment, two_views
+from clef.data.sampler import RandomBatchSampler
+from clef.engine import EngineConfig, ParamGroup, seed_everything, train
+from clef.losses import image_text_loss, nt_xent_loss, supcon_loss
+from clef.stage1 import Stage1LossConfig, Stage1Step
+
+K, SIZE = 3, 12
+
+
+class Dummy(torch.nn.Module):
+    """The model contract in miniature: encode_image, encode_text, a log logit scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, 16))
+        self.text = torch.nn.Embedding(10, 16)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def encode_image(self, x):
+        return torch.nn.functional.normalize(self.image(x), dim=-1)
+
+    def encode_text(self, tokens):
+        return torch.nn.functional.normalize(self.text(tokens).mean(dim=1), dim=-1)
+
+
+TOKENS = torch.tensor([[1, 2], [3, 4], [5, 6]])  # K = 3 activity "texts"
+AUG = BatchAugment(AugmentConfig(size=SIZE))
+
+
+def _batch(b=6):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "image": torch.randint(0, 256, (b, 3, SIZE, SIZE), dtype=torch.uint8, generator=g),
+        "activity": torch.arange(b) % K,
+    }
+
+
+@pytest.mark.parametrize("image_loss", ["supcon", "simclr"])
+def test_step_equals_the_losses_on_the_same_views(image_loss):
+    torch.manual_seed(0)
+    model, batch = Dummy(), _batch()
+    cfg = Stage1LossConfig(image_loss=image_loss, temperature=0.2)
+    out = Stage1Step(cfg, AUG, torch.Generator().manual_seed(4), TOKENS)(model, batch)
+
+    v1, v2 = two_views(batch["image"], AUG, torch.Generator().manual_seed(4))
+    z1, z2 = model.encode_image(v1), model.encode_image(v2)
+    labels = batch["activity"]
+    ii = supcon_loss(z1, z2, labels, 5.0) if image_loss == "supcon" else nt_xent_loss(z1, z2, 0.2)
+    ia = image_text_loss(
+        torch.cat([z1, z2]), model.encode_text(TOKENS), torch.cat([labels, labels]), 1 / 0.07
+    )
+    assert out["loss_ii"].item() == pytest.approx(ii.item(), rel=1e-5)
+    assert out["loss_ia"].item() == pytest.approx(ia.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(ii.item() + ia.item(), rel=1e-5)
+
+
+def test_gradients_reach_every_parameter_only_when_used():
+    model = Dummy()
+    Stage1Step(Stage1LossConfig(), AUG, torch.Generator(), TOKENS)(model, _batch())["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model = Dummy()
+    Stage1Step(Stage1LossConfig(image_text=False), AUG, torch.Generator())(model, _batch())["loss"].backward()
+    assert model.text.weight.grad is None and model.logit_scale.grad is None
+    assert model.image[1].weight.grad is not None
+
+
+def test_invalid_settings_are_rejected():
+    with pytest.raises(ValueError, match="at least one loss"):
+        Stage1LossConfig(image_loss="none", image_text=False)
+    with pytest.raises(ValueError, match="activity_tokens"):
+        Stage1Step(Stage1LossConfig(), AUG, torch.Generator())
+    batch = _batch()
+    batch["activity"][0] = -1
+    with pytest.raises(ValueError, match="without one"):
+        Stage1Step(Stage1LossConfig(), AUG, torch.Generator(), TOKENS)(Dummy(), batch)
+
+
+def test_engine_runs_stage1_and_lowers_the_loss(tmp_path):
+    seed_everything(0)
+    model = Dummy()
+    g = torch.Generator().manual_seed(0)
+    # Activity k = images of one colour plus noise: learnable in a few steps.
+    labels = torch.arange(48) % K
+    base = torch.tensor([[200, 30, 30], [30, 200, 30], [30, 30, 200]])[labels].view(48, 3, 1, 1)
+    images = (base + torch.randint(-30, 30, (48, 3, SIZE, SIZE), generator=g)).clamp(0, 255).to(torch.uint8)
+    data = [{"image": images[i], "activity": labels[i]} for i in range(48)]
+    loader = torch.utils.data.DataLoader(data, batch_sampler=RandomBatchSampler(48, 12, seed=0))
+    gen = torch.Generator().manual_seed(1)
+    step = Stage1Step(Stage1LossConfig(), AUG, gen, TOKENS)
+    groups = {
+        "image": ParamGroup(model.image.parameters(), 3e-3),
+        "text": ParamGroup(list(model.text.parameters()) + [model.logit_scale], 1e-3),
+    }
+    cfg = EngineConfig(steps=15, warmup_steps=3, log_every=1, checkpoint_every=15, progress=False)
+    result = train(model, step, groups, loader, cfg, tmp_path, generators={"augment": gen})
+    first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert math.isfinite(result.loss) and result.loss < 0.8 * first
