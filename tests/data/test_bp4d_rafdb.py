@@ -88,7 +88,9 @@ def test_rafdb_order_and_split(tmp_path):
 
 
 def test_unknown_dataset_lists_choices(tmp_path):
-    with pytest.raises(UserError, match="valid: bp4d, rafdb"):
+    with pytest.raises(
+        UserError, match="valid: affectnet7, affectnet8, bp4d, bp4dplus, csv, disfa, ferplus, rafdb"
+    ):
         load_dataset("bp5d", tmp_path)
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from clef.data.folds import load_protocol
 from clef.data.problems import Problems
+from clef.data.reading import frame_files
 from clef.data.records import concat_records, make_records
 from clef.errors import UserError
 from clef.labels import ALL_AUS, au_column
@@ -36,32 +37,36 @@ def load_bp4d(root: str | Path, on_error: str = "raise", protocol: str = "bp4d")
     Raises :class:`UserError` naming the file (and line) when the layout is broken, unless
     ``on_error="skip"``: then bad rows are dropped and listed in ``records.attrs["skipped"]``.
     """
-    root = Path(root)
-    occ_dir = root / "AUCoding" / "AU_OCC"
-    if not occ_dir.is_dir():
-        raise UserError(f"{root}: not a BP4D layout (missing folder AUCoding/AU_OCC)")
-    csv_files = sorted(occ_dir.glob("*.csv"))
-    if not csv_files:
-        raise UserError(f"{occ_dir}: no <subject>_<task>.csv files")
     problems = Problems(on_error)
+    records = load_au_occ_tree(Path(root), "bp4d", problems)
+    if (Path(root) / SIDE_FILE).exists():
+        records = merge_side_file(records, Path(root) / SIDE_FILE, keys=["subject", "activity", "frame"])
     parts = load_protocol(protocol)
-    tables = []
-    for csv_path in csv_files:
-        table = _load_video(root, csv_path, problems)
-        if table is not None:
-            table["fold"] = pd.array([parts.part_of(s) for s in table["subject"]], dtype="Int64")
-            tables.append(table)
-    if not tables:
-        raise UserError(f"{occ_dir}: no usable AU_OCC file")
-    records = concat_records(tables)
-    side = root / SIDE_FILE
-    if side.exists():
-        records = merge_side_file(records, side, keys=["subject", "activity", "frame"])
+    records["fold"] = pd.array([parts.part_of(s) for s in records["subject"]], dtype="Int64")
+    records.attrs["protocol"] = parts
     records.attrs["skipped"] = problems.skipped
     return records
 
 
-def _load_video(root: Path, csv_path: Path, problems: Problems) -> pd.DataFrame | None:
+def load_au_occ_tree(root: Path, dataset: str, problems: Problems) -> pd.DataFrame:
+    """Records of every coded row of ``root/AUCoding/AU_OCC/*.csv`` (BP4D and BP4D+), fold NA."""
+    occ_dir = root / "AUCoding" / "AU_OCC"
+    if not occ_dir.is_dir():
+        raise UserError(f"{root}: not a {dataset} layout (missing folder AUCoding/AU_OCC)")
+    csv_files = sorted(occ_dir.glob("*.csv"))
+    if not csv_files:
+        raise UserError(f"{occ_dir}: no <subject>_<task>.csv files")
+    tables = []
+    for csv_path in csv_files:
+        table = _load_video(root, csv_path, dataset, problems)
+        if table is not None:
+            tables.append(table)
+    if not tables:
+        raise UserError(f"{occ_dir}: no usable AU_OCC file")
+    return concat_records(tables)
+
+
+def _load_video(root: Path, csv_path: Path, dataset: str, problems: Problems) -> pd.DataFrame | None:
     match = _CSV_NAME.match(csv_path.name)
     if not match:
         problems(f"{csv_path}: file name is not <subject>_<task>.csv")
@@ -97,7 +102,7 @@ def _load_video(root: Path, csv_path: Path, problems: Problems) -> pd.DataFrame 
             problems(f"{csv_path}, line {line}: AU {col.strip()} value {raw!r} is not 0, 1 or 9")
         keep[row] = False
     frame_dir = root / subject / task
-    images = _frame_files(frame_dir)
+    images = frame_files(frame_dir)
     paths = []
     for row in np.flatnonzero(keep):
         frame = int(frames.iloc[row])
@@ -109,7 +114,7 @@ def _load_video(root: Path, csv_path: Path, problems: Problems) -> pd.DataFrame 
             paths.append(str(image))
     values = np.where(values == 9.0, np.nan, values)[keep]
     columns: dict[str, object] = {
-        "dataset": "bp4d",
+        "dataset": dataset,
         "path": np.array(paths, dtype=object),
         "subject": subject,
         "activity": task,
@@ -120,30 +125,26 @@ def _load_video(root: Path, csv_path: Path, problems: Problems) -> pd.DataFrame 
     return make_records(columns, int(keep.sum()))
 
 
-def _frame_files(frame_dir: Path) -> dict[int, Path]:
-    """Frame number -> image path for every ``<int>.jpg`` in ``frame_dir`` (empty if it is missing)."""
-    if not frame_dir.is_dir():
-        return {}
-    files = {}
-    for path in frame_dir.iterdir():
-        if path.suffix.lower() in (".jpg", ".jpeg", ".png") and path.stem.isdigit():
-            files[int(path.stem)] = path
-    return files
-
-
-def merge_side_file(records: pd.DataFrame, side_path: Path, keys: list[str]) -> pd.DataFrame:
+def merge_side_file(
+    records: pd.DataFrame, side_path: Path, keys: list[str], overwrite: bool = True
+) -> pd.DataFrame:
     """Merge the built-in world's side file (intensities of all AUs, expression) into ``records``.
 
     The side file has the key columns, ``expression`` and ``AU<n>_intensity`` columns. Its expression
-    fills the record's ``expression``; rows of the records with no side-file row keep NA.
+    fills the record's ``expression``; rows of the records with no side-file row keep NA. With
+    ``overwrite=False`` intensity columns the records already have (DISFA's coded intensities) are
+    kept and only the others are added.
     """
     side = pd.read_csv(side_path, dtype={k: str for k in keys if k != "frame"})
     missing = [k for k in keys if k not in side.columns]
     if missing:
         raise UserError(f"{side_path}: missing columns {missing}")
     extra = [c for c in side.columns if c.endswith("_intensity") or c == "expression"]
+    if not overwrite:
+        extra = [c for c in extra if c == "expression" or c not in records.columns]
     merged = records.drop(columns=[c for c in extra if c in records.columns]).merge(
         side[keys + extra].astype({k: records[k].dtype for k in keys}), on=keys, how="left"
     )
     merged["expression"] = merged["expression"].astype("string")
+    merged.attrs = dict(records.attrs)
     return concat_records([merged])

@@ -79,6 +79,7 @@ def load_rafdb(root: str | Path, on_error: str = "raise") -> pd.DataFrame:
     if side.exists():
         records = _merge_wild_side_file(records, names, side)
     records.attrs["skipped"] = problems.skipped
+    records.attrs["classes"] = RAFDB_CLASSES
     return records
 
 
@@ -87,4 +88,6 @@ def _merge_wild_side_file(records: pd.DataFrame, names: list[str], side_path: Pa
     aligned = side.reindex(names)
     for col in (c for c in side.columns if c.endswith("_intensity")):
         records[col] = aligned[col].to_numpy(np.float64)
-    return concat_records([records])
+    merged = concat_records([records])
+    merged.attrs = dict(records.attrs)
+    return merged

@@ -12,8 +12,15 @@ A record table is a :class:`pandas.DataFrame`, one row per image, with these col
 ``fold``            part number of the subject in a k-fold protocol (nullable int), NA when none
 ``expression``      canonical expression name (see :mod:`clef.labels`), NA when unlabelled
 ``AU<n>``           AU occurrence: 1.0 present, 0.0 absent, NaN not coded (masked, never a label)
+``activity_text``   optional: the activity's description text (str), only where the dataset
+                    supplies one per record (the generic CSV); else texts come from a data file
 ``AU<n>_intensity`` optional AU intensity 0-5 (float), NaN when unknown
 ==================  ==========================================================================
+
+Loaders also fill ``records.attrs``: ``skipped`` (messages of bad items dropped under
+``on_error="skip"``), and where it applies ``dropped`` (counts of rows the dataset's protocol
+removes, e.g. FERPlus unknown / NF), ``classes`` (the dataset's expression names in its own class
+order) and ``protocol`` (the :class:`clef.data.folds.Protocol` behind the ``fold`` column).
 
 Which AU columns exist depends on the dataset (BP4D: 12, DISFA: 12 coded, 8 benchmarked).
 """
@@ -37,13 +44,16 @@ BASE_COLUMNS: tuple[str, ...] = (
 )
 _STRING_COLUMNS = ("dataset", "path", "subject", "activity", "split", "expression")
 _INT_COLUMNS = ("frame", "fold")
+# Optional string columns a loader may add after the base columns.
+OPTIONAL_STRING_COLUMNS: tuple[str, ...] = ("activity_text",)
 
 
 def make_records(columns: dict[str, object], n: int) -> pd.DataFrame:
     """Build a record table of ``n`` rows from column values (scalars or arrays).
 
     Base columns that are not given are filled with NA; AU columns are cast to float.
-    Returns columns in the canonical order: base columns, then ``AU<n>``, then intensities.
+    Returns columns in the canonical order: base columns, optional string columns, then ``AU<n>``,
+    then intensities.
     """
     data: dict[str, object] = {}
     for name in BASE_COLUMNS:
@@ -52,7 +62,12 @@ def make_records(columns: dict[str, object], n: int) -> pd.DataFrame:
             data[name] = pd.array(np.broadcast_to(np.asarray(value, dtype=object), (n,)), dtype="Int64")
         else:
             data[name] = pd.array(np.broadcast_to(np.asarray(value, dtype=object), (n,)), dtype="string")
-    extra = [c for c in columns if c not in BASE_COLUMNS]
+    for name in OPTIONAL_STRING_COLUMNS:
+        if name in columns:
+            data[name] = pd.array(
+                np.broadcast_to(np.asarray(columns[name], dtype=object), (n,)), dtype="string"
+            )
+    extra = [c for c in columns if c not in BASE_COLUMNS and c not in OPTIONAL_STRING_COLUMNS]
     unknown = [c for c in extra if c not in _au_like_columns()]
     if unknown:
         raise ValueError(f"unknown record columns: {unknown}")
@@ -89,5 +104,7 @@ def au_targets(records: pd.DataFrame, aus: tuple[int, ...] | list[int]) -> tuple
 def concat_records(tables: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate record tables, keeping column order canonical."""
     merged = pd.concat(tables, ignore_index=True)
-    extra = sorted((c for c in merged.columns if c not in BASE_COLUMNS), key=_column_order)
-    return merged[list(BASE_COLUMNS) + extra]
+    optional = [c for c in OPTIONAL_STRING_COLUMNS if c in merged.columns]
+    fixed = set(BASE_COLUMNS) | set(optional)
+    extra = sorted((c for c in merged.columns if c not in fixed), key=_column_order)
+    return merged[list(BASE_COLUMNS) + optional + extra]

@@ -1,0 +1,164 @@
+"""Image towers trained from scratch for the offline backbone: a small ViT and a small residual CNN.
+
+Both are sized by configuration (:class:`clef.model.backbones.OfflineConfig`) for CPU work at
+64×64 pixels; both end in a linear projection to the shared embedding space.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from clef.model.model import Tower
+
+
+class _Attention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, L, W) -> (B, L, W)
+        b, n, w = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        out = nn.functional.scaled_dot_product_attention(q, k, v)  # (B, heads, L, W/heads)
+        return self.proj(out.transpose(1, 2).reshape(b, n, w))
+
+
+class _ViTBlock(nn.Module):
+    """Pre-norm transformer block (attention + MLP, each with a residual)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = _Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class SmallViT(Tower):
+    """ViT with a class token: patchify -> ``depth`` blocks -> LayerNorm -> class token -> projection.
+
+    Input (B, 3, S, S) with S divisible by ``patch_size``; output (B, embed_dim).
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int,
+        width: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        embed_dim: int,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        n_patches = (image_size // patch_size) ** 2
+        self.patch_embed = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n_patches + 1, width))
+        self.layers = nn.ModuleList(_ViTBlock(width, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.projection = nn.Linear(width, embed_dim, bias=False)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(_init_linear)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, W)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for layer in self.layers:
+            x = layer(x)
+        return self.projection(self.norm(x[:, 0]))
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def head(self) -> list[nn.Module]:
+        return [self.norm, self.projection]
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        return list(self.projection.parameters())
+
+
+def _init_linear(module: nn.Module) -> None:
+    # ViT practice: small truncated-normal weights and zero biases for linear layers.
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    # GroupNorm, not BatchNorm: contrastive batches are small and activity-balanced, and batch
+    # statistics would let samples in a batch see each other and differ between train and eval.
+    return nn.GroupNorm(min(8, channels // 4) or 1, channels)
+
+
+class _ResBlock(nn.Module):
+    """Basic residual block: two 3×3 convolutions; a strided 1×1 shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            _group_norm(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            _group_norm(c_out),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), _group_norm(c_out))
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class SmallCNN(Tower):
+    """Residual CNN: 3×3 stem -> one stage per entry of ``widths`` (each halves the resolution,
+    ``depth`` blocks) -> global average pool -> LayerNorm -> projection.
+
+    Input (B, 3, S, S); output (B, embed_dim). The blocks used for locking are the stages.
+    """
+
+    def __init__(self, widths: tuple[int, ...], depth: int, embed_dim: int) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), _group_norm(widths[0]), nn.ReLU(inplace=True)
+        )
+        stages = []
+        c_in = widths[0]
+        for c_out in widths:
+            blocks = [_ResBlock(c_in, c_out, stride=2)]
+            blocks += [_ResBlock(c_out, c_out, stride=1) for _ in range(depth - 1)]
+            stages.append(nn.Sequential(*blocks))
+            c_in = c_out
+        self.stages = nn.ModuleList(stages)
+        self.norm = nn.LayerNorm(widths[-1])
+        self.projection = nn.Linear(widths[-1], embed_dim, bias=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.stem(images)
+        for stage in self.stages:
+            x = stage(x)
+        return self.projection(self.norm(x.mean(dim=(2, 3))))
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.stages)
+
+    def head(self) -> list[nn.Module]:
+        return [self.norm, self.projection]
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        return list(self.projection.parameters())

@@ -1,0 +1,208 @@
+"""The CLEF dual encoder (method.md §2): image tower + text tower projected into one space.
+
+The contract is deliberately small (style.md, principle 2):
+
+- ``encode_image(images (B, 3, H, W)) -> (B, D)`` and ``encode_text(tokens) -> (N, D)`` return
+  L2-normalised embeddings;
+- ``tokenize(texts) -> dict[str, Tensor]`` runs the text tower's own tokenizer;
+- ``logit_scale`` is a learnable scalar in log space (CLIP init ``log(1/0.07)``); ``scale()`` returns
+  ``exp(logit_scale)`` clamped at 100, which is what a loss multiplies cosine similarities by;
+- ``preprocess`` holds the image size, mean and std the image tower expects.
+
+The model computes no loss. Each tower is a :class:`Tower`: a sequence of blocks followed by a
+"head" (final norm, pooling, projection), which is what locking "all but the last k blocks" needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from clef.errors import UserError
+
+# CLIP's initial temperature (1/0.07) and the ceiling of the scale (method.md §2).
+INIT_LOGIT_SCALE = math.log(1 / 0.07)
+MAX_SCALE = 100.0
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What an image must look like before ``encode_image``: square side ``image_size`` (pixels),
+    RGB in [0, 1], then normalised per channel as ``(x - mean) / std``."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) floats in [0, 1] -> normalised, on the input's device and dtype."""
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+
+class Tower(nn.Module):
+    """One encoder with its projection to the shared space.
+
+    Subclasses implement ``forward(inputs) -> (B, D)`` (unnormalised), ``blocks()`` (the repeated
+    blocks, input side first) and ``head()`` (the modules after the last block: final norm,
+    projection). ``projection_parameters()`` names the parameters of the linear map into the shared
+    space; :meth:`ClefModel.param_groups` files them under "other". Subclasses set ``embed_dim``.
+    """
+
+    embed_dim: int
+    locked_fully: bool = False
+
+    def blocks(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def head(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def lock(self, unlocked_last_k: int = 0) -> None:
+        """Freeze the tower; with ``unlocked_last_k > 0`` keep the last k blocks and the head trainable.
+
+        ``unlocked_last_k = 0`` freezes everything, projection included, so a locked tower's
+        embeddings are a fixed function (this is what lets text embeddings be cached).
+        """
+        blocks = self.blocks()
+        if not 0 <= unlocked_last_k <= len(blocks):
+            raise UserError(
+                f"unlocked_last_k must be between 0 and {len(blocks)} (the number of blocks), "
+                f"got {unlocked_last_k}"
+            )
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if unlocked_last_k > 0:
+            for module in [*blocks[len(blocks) - unlocked_last_k :], *self.head()]:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+        self.locked_fully = unlocked_last_k == 0
+
+    def unlock(self) -> None:
+        """Make every parameter of the tower trainable again."""
+        for p in self.parameters():
+            p.requires_grad_(True)
+        self.locked_fully = False
+
+    @property
+    def is_frozen(self) -> bool:
+        """True when no parameter of the tower is trainable."""
+        return not any(p.requires_grad for p in self.parameters())
+
+
+class ClefModel(nn.Module):
+    """Image tower + text tower + learnable logit scale.
+
+    Args:
+        image_tower: maps normalised images (B, 3, S, S), S = ``preprocess.image_size``, to (B, D).
+        text_tower: maps the output of ``tokenizer`` to (N, D).
+        tokenizer: ``list[str] -> dict[str, Tensor]`` (the text tower's own tokenizer).
+        preprocess: the image preprocessing the image tower expects.
+        backbone: registry name this model was built from (stored in checkpoints).
+        backbone_config: the frozen config dataclass that rebuilds the architecture.
+        init_logit_scale: initial value of ``logit_scale`` (log space).
+    """
+
+    def __init__(
+        self,
+        image_tower: Tower,
+        text_tower: Tower,
+        tokenizer: Callable[[list[str]], dict[str, Tensor]],
+        preprocess: Preprocess,
+        backbone: str,
+        backbone_config: Any,
+        init_logit_scale: float = INIT_LOGIT_SCALE,
+    ) -> None:
+        super().__init__()
+        self.image_tower = image_tower
+        self.text_tower = text_tower
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        self._tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.backbone = backbone
+        self.backbone_config = backbone_config
+
+    # --- the contract -------------------------------------------------------------------------
+    def encode_image(self, images: Tensor) -> Tensor:
+        """(B, 3, S, S) normalised images -> (B, D) unit-norm embeddings."""
+        return nn.functional.normalize(self.image_tower(images), dim=-1)
+
+    def encode_text(self, tokens: dict[str, Tensor]) -> Tensor:
+        """Output of :meth:`tokenize` -> (N, D) unit-norm embeddings (tokens moved to the model's device)."""
+        device = self.logit_scale.device
+        tokens = {k: v.to(device) for k, v in tokens.items()}
+        return nn.functional.normalize(self.text_tower(tokens), dim=-1)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Texts -> the text tower's token tensors (CPU, padded to the longest text)."""
+        if isinstance(texts, str):
+            raise TypeError("tokenize expects a list of strings, not one string")
+        return self._tokenizer(list(texts))
+
+    def scale(self) -> Tensor:
+        """exp(logit_scale) clamped at 100 (method.md §2): the factor on cosine similarities."""
+        return self.logit_scale.exp().clamp(max=MAX_SCALE)
+
+    @property
+    def embed_dim(self) -> int:
+        """D, the size of the shared embedding space."""
+        return int(self.image_tower.embed_dim)
+
+    # --- locking ------------------------------------------------------------------------------
+    def lock_image_tower(self, unlocked_last_k: int = 0) -> None:
+        """Freeze the image tower (all of it, or all but its last ``unlocked_last_k`` blocks + head)."""
+        self.image_tower.lock(unlocked_last_k)
+        self.train(self.training)
+
+    def lock_text_tower(self, unlocked_last_k: int = 0) -> None:
+        """Freeze the text tower (all of it, or all but its last ``unlocked_last_k`` blocks + head)."""
+        self.text_tower.lock(unlocked_last_k)
+        self.train(self.training)
+
+    def unlock_image_tower(self) -> None:
+        self.image_tower.unlock()
+
+    def unlock_text_tower(self) -> None:
+        self.text_tower.unlock()
+
+    def train(self, mode: bool = True) -> ClefModel:
+        """As ``nn.Module.train``, but a fully locked tower stays in eval mode, so that its dropout
+        and normalisation statistics do not change what it computes (its embeddings stay fixed)."""
+        super().train(mode)
+        for tower in (self.image_tower, self.text_tower):
+            if getattr(tower, "locked_fully", False):
+                tower.eval()
+        return self
+
+    # --- optimiser support ----------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by learning-rate group.
+
+        - ``"image"``: the image encoder body (everything in the image tower but its projection);
+        - ``"text"``: the text encoder body (the part a smaller learning rate is meant for, method.md §4);
+        - ``"other"``: both projections into the shared space and ``logit_scale``. The projections go
+          here because for the offline backbone they are new layers on a pretrained text encoder, and
+          a small learning rate would leave them near their random start.
+
+        Only parameters with ``requires_grad`` are listed, so call this after locking.
+        """
+        projections = {
+            id(p) for tower in (self.image_tower, self.text_tower) for p in tower.projection_parameters()
+        }
+        groups: dict[str, list[nn.Parameter]] = {"image": [], "text": [], "other": []}
+        for key, tower in (("image", self.image_tower), ("text", self.text_tower)):
+            for p in tower.parameters():
+                if p.requires_grad:
+                    groups["other" if id(p) in projections else key].append(p)
+        if self.logit_scale.requires_grad:
+            groups["other"].append(self.logit_scale)
+        return groups
