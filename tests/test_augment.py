@@ -87,3 +87,8 @@ def test_hue_rotation_keeps_gray_pixels_gray():
     )
     out = BatchAugment(cfg)(const, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, to_float(const), atol=1e-5, rtol=0)
+
+
+def test_size_none_keeps_the_input_size():
+    out = BatchAugment(AugmentConfig())(_images(b=2, size=20), torch.Generator())
+    assert out.shape == (2, 3, 20, 20)

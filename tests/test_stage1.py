@@ -16,7 +16,7 @@ K, SIZE = 3, 12
 
 
 class Dummy(torch.nn.Module):
-    """The model contract in miniature: encode_image, encode_text, a log logit scale."""
+    """The model contract in miniature: encode_image, encode_text, scale() from a log logit scale."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -26,6 +26,9 @@ class Dummy(torch.nn.Module):
 
     def encode_image(self, x):
         return torch.nn.functional.normalize(self.image(x), dim=-1)
+
+    def scale(self):
+        return self.logit_scale.exp().clamp(max=100)
 
     def encode_text(self, tokens):
         return torch.nn.functional.normalize(self.text(tokens).mean(dim=1), dim=-1)
@@ -103,3 +106,25 @@ def test_engine_runs_stage1_and_lowers_the_loss(tmp_path):
     result = train(model, step, groups, loader, cfg, tmp_path, generators={"augment": gen})
     first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     assert math.isfinite(result.loss) and result.loss < 0.8 * first
+
+
+def test_frozen_text_tower_is_encoded_once():
+    model = Dummy()
+    model.text.requires_grad_(False)
+    calls = {"n": 0}
+    encode = model.encode_text
+
+    def counting(tokens):
+        calls["n"] += 1
+        return encode(tokens)
+
+    model.encode_text = counting
+    step = Stage1Step(Stage1LossConfig(), AUG, torch.Generator(), TOKENS)
+    for _ in range(3):
+        step(model, _batch())["loss"].backward()
+    assert calls["n"] == 1
+    model.text.requires_grad_(True)
+    step = Stage1Step(Stage1LossConfig(), AUG, torch.Generator(), TOKENS)
+    for _ in range(2):
+        step(model, _batch())
+    assert calls["n"] == 3

@@ -39,7 +39,7 @@ _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0
 class AugmentConfig:
     """Parameters of :class:`BatchAugment` (defaults: SimCLR's, with crops of at least 35 % area)."""
 
-    size: int = 112
+    size: int | None = None  # output side in pixels; None keeps the input's size
     crop_scale: tuple[float, float] = (0.35, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
@@ -70,7 +70,10 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 class BatchAugment:
-    """Callable ``(images (B, 3, H, W) uint8|float, generator) -> (B, 3, size, size) float32 in [0, 1]``."""
+    """Callable ``(images (B, 3, H, W) uint8|float, generator) -> (B, 3, size, size) float32 in [0, 1]``.
+
+    With ``size=None`` the output keeps the input's H × W.
+    """
 
     def __init__(self, cfg: AugmentConfig = AugmentConfig()) -> None:
         self.cfg = cfg
@@ -103,7 +106,8 @@ class BatchAugment:
         theta[:, 0, 2] = cx
         theta[:, 1, 1] = ch
         theta[:, 1, 2] = cy
-        grid = F.affine_grid(theta.to(x.device, x.dtype), [b, 3, c.size, c.size], align_corners=False)
+        out_h, out_w = (h, w) if c.size is None else (c.size, c.size)
+        grid = F.affine_grid(theta.to(x.device, x.dtype), [b, 3, out_h, out_w], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _jitter(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

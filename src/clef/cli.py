@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "data": "clef.commands.data",
     "list": "clef.commands.listing",
     "info": "clef.commands.info",
+    "pretrain": "clef.commands.pretrain",
 }
 
 

@@ -146,7 +146,10 @@ def _merge(base: Any, data: Mapping[str, Any], source: str, prefix: str) -> Any:
             values[key] = _merge(getattr(base, key), value, source, f"{prefix}{key}.")
         else:
             values[key] = _coerce(value, tp, f"{prefix}{key}", source)
-    return dataclasses.replace(base, **values)
+    try:
+        return dataclasses.replace(base, **values)
+    except (ValueError, TypeError) as err:  # a __post_init__ check of the dataclass
+        raise UserError(f"{source}: {err}") from None
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

@@ -2,8 +2,8 @@
 
 This is the step function :func:`clef.engine.train` calls; it assembles the parts (augmentation,
 model contract, losses) and owns no loop. The model contract used here is the project's:
-``encode_image(x (B, 3, S, S)) -> (B, D)``, ``encode_text(tokens) -> (K, D)`` and a learnable
-``logit_scale`` parameter stored as a log, as in CLIP (multiplier = exp, clamped at 100; method.md §2).
+``encode_image(x (B, 3, S, S)) -> (B, D)``, ``encode_text(tokens) -> (K, D)`` and ``scale()``, the
+cosine multiplier exp(logit_scale) clamped at 100 (method.md §2; :class:`clef.model.ClefModel`).
 
 Ablation switches (method.md §5): ``image_loss="supcon"`` is PI, ``image_text=True`` is PA;
 ``image_loss="simclr"`` is the instance-level baseline the paper argues against.
@@ -20,9 +20,7 @@ import torch
 from clef.augment import BatchAugment, two_views
 from clef.losses import image_text_loss, nt_xent_loss, supcon_loss
 
-__all__ = ["Stage1LossConfig", "Stage1Step", "LOGIT_SCALE_MAX"]
-
-LOGIT_SCALE_MAX = 100.0  # CLIP's clamp of the cosine multiplier
+__all__ = ["Stage1LossConfig", "Stage1Step"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,8 @@ class Stage1Step:
             normalisation); identity when None.
 
     The batch must hold ``image`` (B, 3, H, W) uint8 and ``activity`` (B,) int64 on the device.
-    Both views go through the image tower in one call (2B images), and L_IA uses both views.
+    Both views go through the image tower in one call (2B images), and L_IA uses both views. When the
+    text tower is fully locked, the activity embeddings are computed once and reused.
     """
 
     def __init__(
@@ -74,6 +73,7 @@ class Stage1Step:
         self.generator = generator
         self.activity_tokens = activity_tokens
         self.preprocess = preprocess or (lambda x: x)
+        self._text_cache: torch.Tensor | None = None
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -90,9 +90,9 @@ class Stage1Step:
             loss_ii = supcon_loss(z1, z2, labels, 1.0 / cfg.temperature, cfg.gather_distributed)
         elif cfg.image_loss == "simclr":
             loss_ii = nt_xent_loss(z1, z2, cfg.temperature, cfg.gather_distributed)
-        scale = model.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
+        scale = model.scale()
         if cfg.image_text:
-            text = model.encode_text(self.activity_tokens)  # (K, D)
+            text = self._activity_embeddings(model)  # (K, D)
             loss_ia = image_text_loss(z, text, torch.cat([labels, labels]), scale, cfg.gather_distributed)
         loss = cfg.image_weight * loss_ii + cfg.text_weight * loss_ia
         return {
@@ -101,3 +101,13 @@ class Stage1Step:
             "loss_ia": loss_ia.detach(),
             "logit_scale": scale.detach(),
         }
+
+    def _activity_embeddings(self, model: torch.nn.Module) -> torch.Tensor:
+        if self._text_cache is not None:
+            return self._text_cache
+        text = model.encode_text(self.activity_tokens)
+        if not text.requires_grad:
+            # A fully locked text tower (kept in eval mode by the model) gives the same K embeddings at
+            # every step: encode them once. A tower with any trainable part is re-run every step.
+            self._text_cache = text
+        return text

@@ -1,0 +1,203 @@
+"""Stage 1 as a program: weakly-supervised contrastive pre-training (method.md §3).
+
+:func:`pretrain` assembles the parts from one :class:`PretrainConfig` — records
+(:mod:`clef.data`), the activity-balanced sampler, the decoding Dataset, the model
+(:mod:`clef.model`), the activity texts (:mod:`clef.prompts`), the stage-1 step (:mod:`clef.stage1`)
+— and hands them to the engine (:func:`clef.engine.train`). It writes, in ``cfg.out``:
+``config.yaml`` (the merged config), ``metrics.jsonl``, ``checkpoint.pt`` (resumable training state)
+and ``stage1.safetensors`` + ``stage1.json`` (the model, loadable with
+:func:`clef.checkpoint.load_checkpoint`, the starting point of stage 2 and of linear probes).
+
+``clef pretrain --config FILE [key=value ...]`` is the command line for it; under
+``torchrun --nproc-per-node N`` every process runs it and ranks share the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clef.augment import AugmentConfig, BatchAugment
+from clef.config import config_to_dict
+from clef.engine import EngineConfig, ParamGroup, seed_everything, train
+from clef.errors import UserError
+from clef.stage1 import Stage1LossConfig, Stage1Step
+
+__all__ = ["PretrainData", "PretrainModel", "PretrainConfig", "PretrainResult", "pretrain", "select_records"]
+
+
+@dataclass(frozen=True)
+class PretrainData:
+    """Which frames stage 1 sees and how batches are drawn."""
+
+    dataset: str = "bp4d"  # a name of clef.data.DATASETS
+    root: str = ""  # the dataset folder (required)
+    options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {uncoded_tasks: true}
+    # Pre-train only on the training subjects of this fold (method.md §3: no transductive leakage);
+    # null = every subject with an activity (e.g. lab data used for a wild FER target).
+    fold: int | None = None
+    prompts: str = "synth"  # prompt set with the activity texts; "none": the activity ids are the texts
+    activities_per_batch: int = 0  # K; 0 = every activity in every batch
+    frames_per_activity: int = 8  # M
+    frame_stride: int = 4
+    workers: int = 2  # DataLoader decode processes
+
+
+@dataclass(frozen=True)
+class PretrainModel:
+    """The model and its learning rates (one per parameter group of :meth:`ClefModel.param_groups`)."""
+
+    backbone: str = "offline"
+    config: dict[str, Any] = field(default_factory=dict)  # backbone overrides (sizes, weights path)
+    pretrained: bool = True  # load the backbone's pretrained parts (offline: the MiniLM text tower)
+    lr_image: float = 1e-3
+    lr_text: float = 1e-5  # the text encoder body learns slowly (method.md §4)
+    lr_other: float = 1e-3  # projections and logit scale
+    lock_text: bool = False
+    text_unlocked_last_k: int = 0  # with lock_text: keep the last k text blocks trainable
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything a stage-1 run needs; YAML files hold only overrides of these defaults."""
+
+    out: str = "runs/pretrain"
+    seed: int = 0
+    device: str = "auto"  # auto = cuda when available, else cpu
+    data: PretrainData = field(default_factory=PretrainData)
+    model: PretrainModel = field(default_factory=PretrainModel)
+    loss: Stage1LossConfig = field(default_factory=Stage1LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: EngineConfig = field(
+        default_factory=lambda: EngineConfig(steps=500, warmup_steps=50, log_every=10)
+    )
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    checkpoint: Path | None  # stage1 model checkpoint (rank 0), None on other ranks
+    steps: int
+    final_loss: float
+    activities: tuple[str, ...]
+    frames: int  # records pre-trained on
+
+
+def select_records(cfg: PretrainData):
+    """Load the dataset and keep the frames stage 1 may use: with an activity, outside the test fold."""
+    from clef.data import load_dataset
+    from clef.data.folds import split_fold
+
+    if not cfg.root:
+        raise UserError("data.root is required: the folder of the dataset to pre-train on")
+    records = load_dataset(cfg.dataset, cfg.root, **cfg.options)
+    if cfg.fold is not None:
+        records, _ = split_fold(records, cfg.fold)
+    records = records[records["activity"].notna()].reset_index(drop=True)
+    if records.empty:
+        raise UserError(f"{cfg.root}: no frame with an activity label; stage 1 needs activities")
+    return records
+
+
+def pretrain(cfg: PretrainConfig, resume: str | Path | None = None) -> PretrainResult:
+    """Run stage 1 as configured (see the module docstring for the files written).
+
+    Args:
+        cfg: the merged configuration.
+        resume: a ``checkpoint.pt`` of an interrupted run with the same config, to continue exactly.
+
+    Raises:
+        UserError: bad data, prompts, backbone or settings.
+        clef.engine.NonFiniteLossError: the loss diverged.
+    """
+    from clef.checkpoint import save_checkpoint
+    from clef.data.dataset import ImageRecords
+    from clef.data.sampler import ActivityBalancedBatchSampler
+    from clef.distributed import init_from_env
+    from clef.model import build_model
+    from clef.prompts import load_prompt_set
+
+    requested = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    ctx = init_from_env(requested)  # under torchrun with CUDA: this process's GPU
+    device = ctx.device
+
+    records = select_records(cfg.data)
+    activities = tuple(sorted(records["activity"].unique(), key=str))
+    if cfg.data.prompts == "none":
+        prompt_set, texts = None, list(activities)
+    else:
+        prompt_set = load_prompt_set(cfg.data.prompts, activities=activities)
+        texts = prompt_set.activity_texts(activities)
+
+    seed_everything(cfg.seed, ctx.rank)
+    model = build_model(cfg.model.backbone, cfg.model.config, pretrained=cfg.model.pretrained)
+    if cfg.model.lock_text:
+        model.lock_text_tower(cfg.model.text_unlocked_last_k)
+    if not cfg.loss.image_text:
+        # Without L_IA the text tower and the logit scale get no gradient: freeze them, so that DDP
+        # does not wait for their gradients and AdamW's weight decay does not move them.
+        model.lock_text_tower(0)
+        model.logit_scale.requires_grad_(False)
+    model.to(device)
+    size = model.preprocess.image_size
+
+    k = cfg.data.activities_per_batch or len(activities)
+    sampler = ActivityBalancedBatchSampler.from_records(
+        records,
+        activities_per_batch=k,
+        frames_per_activity=cfg.data.frames_per_activity,
+        frame_stride=cfg.data.frame_stride,
+        seed=cfg.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+    )
+    dataset = ImageRecords(records, image_size=size, expressions=None, activities=activities)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.data.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.workers > 0,
+    )
+
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + ctx.rank)
+    augment = BatchAugment(dataclasses.replace(cfg.augment, size=size))
+    step = Stage1Step(
+        cfg.loss,
+        augment,
+        generator,
+        activity_tokens=model.tokenize(texts) if cfg.loss.image_text else None,
+        preprocess=model.preprocess.normalize,
+    )
+    lrs = {"image": cfg.model.lr_image, "text": cfg.model.lr_text, "other": cfg.model.lr_other}
+    groups = {name: ParamGroup(params, lrs[name]) for name, params in model.param_groups().items() if params}
+    result = train(
+        model,
+        step,
+        groups,
+        loader,
+        cfg.train,
+        cfg.out,
+        device=device,
+        generators={"augment": generator},
+        run_config=cfg,
+        resume=resume,
+    )
+
+    checkpoint = None
+    if ctx.is_main:
+        weights, _ = save_checkpoint(
+            Path(cfg.out) / "stage1",
+            model,
+            prompt_set=None if prompt_set is None else cfg.data.prompts,
+            labels=list(activities),
+            task="pretrain",
+            training_config=config_to_dict(cfg),
+            metrics={"final_loss": result.loss, "steps": result.step},
+            notes={"activity_texts": dict(zip(activities, texts, strict=True)), "frames": len(records)},
+        )
+        checkpoint = weights
+    return PretrainResult(checkpoint, result.step, result.loss, activities, len(records))
