@@ -1,4 +1,4 @@
-"""Stage-1 speed, the parts that need no model yet (issue 5's benchmarks; the model step comes later).
+"""Stage-1 speed: the training step and its parts (issue 5's benchmarks).
 
 Prints:
   1. the machine's measured dense matmul peak (TFLOP/s) for fp32 (and bf16 on CUDA): the denominator
@@ -8,15 +8,18 @@ Prints:
      transform in a DataLoader would), and the ratio;
   3. decode throughput of :class:`clef.data.dataset.ImageRecords` (PNG files -> uint8 tensors) through
      a DataLoader, for the given numbers of workers;
-  4. the stage-1 loss (L_II' + L_IA) forward + backward time at the benchmark batch.
-
-Still to add once ``clef.model`` has landed: images/s and peak memory of the full stage-1 step,
-MFU = model FLOPs per step / step time / matmul peak, and the plain-PyTorch-loop ratio for the whole
-step (target >= 1.5).
+  4. the stage-1 loss (L_II' + L_IA) forward + backward time at the benchmark batch;
+  5. the full stage-1 training step (two views, L_II' + L_IA, AdamW) of a backbone (default: the
+     offline default, random weights: speed does not depend on them): frames/s, peak memory, model
+     FLOPs per step (``torch.utils.flop_counter``: matmuls and convolutions, forward + backward) and
+     MFU = FLOPs / step time / measured matmul peak; and the same step written as a plain PyTorch loop
+     (per-sample CPU augmentation, one image-tower call per view), with the ratio ours / plain
+     (target >= 1.5).
 
 Numbers from a shared machine are noisy: run it on an idle one.
 
-Usage: ``python benchmarks/stage1_speed.py [--device cpu] [--batch 64] [--size 112] [--workers 0 2]``
+Usage: ``python benchmarks/stage1_speed.py [--device cpu] [--batch 64] [--size 64] [--workers 0 2]
+[--backbone offline] [--backbone-config '{image_encoder: vit}'] [--steps 5]``
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from PIL import Image
 from clef.augment import AugmentConfig, BatchAugment, two_views
 from clef.data.dataset import ImageRecords
 from clef.data.records import make_records
+from clef.engine import EngineConfig, ParamGroup, build_optimizer
 from clef.losses import image_text_loss, supcon_loss
+from clef.stage1 import Stage1LossConfig, Stage1Step
 
 
 def _sync(device: torch.device) -> None:
@@ -111,14 +116,91 @@ def loss_time(device: torch.device, batch: int, dim: int, activities: int, repea
     return _best_time(step, device, repeats)
 
 
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # whole process, KiB -> MiB
+
+
+def full_step(
+    device: torch.device, backbone: str, backbone_config: dict, batch: int, steps: int, peak: float
+) -> dict[str, float]:
+    """Time the stage-1 step ours vs plain; returns frames/s, FLOPs, MFU, peak memory."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from clef.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone, backbone_config, pretrained=False).to(device).train()
+    size = model.preprocess.image_size
+    texts = [f"The participant does task number {i}. The target emotion is emotion {i}." for i in range(8)]
+    tokens = model.tokenize(texts)
+    g = torch.Generator().manual_seed(0)
+    images_cpu = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
+    labels_cpu = torch.arange(batch) % len(texts)
+    groups = {k: ParamGroup(v, 1e-4) for k, v in model.param_groups().items() if v}
+    optimizer = build_optimizer(groups, EngineConfig())
+    augment = BatchAugment(AugmentConfig())
+    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    step = Stage1Step(
+        Stage1LossConfig(gather_distributed=False), augment, g, tokens, model.preprocess.normalize
+    )
+
+    def ours() -> None:
+        batch_ = {"image": images_cpu.to(device), "activity": labels_cpu.to(device)}
+        with autocast:
+            loss = step(model, batch_)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def plain() -> None:
+        # What a straightforward loop does: augment each image on the CPU (a Dataset transform), stack,
+        # move, run the image tower once per view, then the same losses and update.
+        v1 = torch.cat([augment(images_cpu[i : i + 1], g) for i in range(batch)]).to(device)
+        v2 = torch.cat([augment(images_cpu[i : i + 1], g) for i in range(batch)]).to(device)
+        labels = labels_cpu.to(device)
+        with autocast:
+            z1 = model.encode_image(model.preprocess.normalize(v1))
+            z2 = model.encode_image(model.preprocess.normalize(v2))
+            text = model.encode_text(tokens)
+            loss = supcon_loss(z1, z2, labels, 10.0) + image_text_loss(
+                torch.cat([z1, z2]), text, torch.cat([labels, labels]), model.scale()
+            )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    ours()  # warm-up (allocator, kernels)
+    with FlopCounterMode(display=False) as counter:
+        ours()
+    flops = counter.get_total_flops()
+    t_ours = _best_time(ours, device, steps)
+    memory = _peak_memory_mb(device)
+    t_plain = _best_time(plain, device, max(1, steps // 2))
+    return {
+        "frames_per_s": batch / t_ours,
+        "plain_frames_per_s": batch / t_plain,
+        "flops": flops,
+        "mfu": flops / t_ours / peak,
+        "peak_mb": memory,
+        "step_s": t_ours,
+    }
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Stage-1 speed: the parts that need no model.")
+    parser = argparse.ArgumentParser(description="Stage-1 speed: the training step and its parts.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--size", type=int, default=64, help="image size of the part benchmarks 2-4")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backbone", default="offline")
+    parser.add_argument("--backbone-config", default="{}", help="YAML mapping of backbone overrides")
+    parser.add_argument("--steps", type=int, default=4, help="timed full steps (best of)")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(
@@ -142,7 +224,23 @@ def main() -> None:
 
     seconds = loss_time(device, args.batch, args.dim, 8, args.repeats)
     print(f"L_II' + L_IA forward+backward, batch {args.batch}, dim {args.dim}: {seconds * 1e3:.2f} ms")
-    print("full stage-1 step (images/s, MFU, plain-loop ratio): pending clef.model (issue 4)")
+
+    import yaml
+
+    r = full_step(
+        device, args.backbone, yaml.safe_load(args.backbone_config) or {}, args.batch, args.steps, fp32
+    )
+    print(
+        f"stage-1 step ({args.backbone}, {args.batch} frames = {2 * args.batch} views): "
+        f"{r['step_s']:.3f} s/step, {r['frames_per_s']:.1f} frames/s, peak memory {r['peak_mb']:.0f} MiB"
+    )
+    print(
+        f"  model FLOPs/step {r['flops'] / 1e9:.2f} GFLOP, MFU {100 * r['mfu']:.1f} % of the fp32 matmul peak"
+    )
+    print(
+        f"  plain loop (per-sample CPU augmentation): {r['plain_frames_per_s']:.1f} frames/s; "
+        f"ratio ours / plain {r['frames_per_s'] / r['plain_frames_per_s']:.2f}"
+    )
 
 
 if __name__ == "__main__":
