@@ -13,7 +13,8 @@ Operations, in this order (SimCLR's recipe, milder crops since faces are already
 
 1. random resized crop + resize to ``size`` and horizontal flip: one ``affine_grid``/``grid_sample``;
 2. colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue (fixed order;
-   hue is a rotation of the chroma plane in YIQ space, a close, cheap stand-in for an HSV hue shift);
+   hue is a rotation of the chroma plane in YIQ space, a close, cheap stand-in for an HSV hue shift;
+   saturation and hue are one per-sample 3×3 colour matrix);
 3. grayscale with probability ``grayscale_p``;
 4. gaussian blur with probability ``blur_p``, sigma uniform in ``blur_sigma`` (separable, grouped conv).
 
@@ -120,24 +121,28 @@ class BatchAugment:
         contrast = torch.where(on, _uniform(b, 1 - c.contrast, 1 + c.contrast, g), one)
         sat = torch.where(on, _uniform(b, 1 - c.saturation, 1 + c.saturation, g), one)
         hue = torch.where(on, _uniform(b, -c.hue, c.hue, g), torch.zeros(b))
-        bright, contrast, sat, hue = (
-            t.to(x.device, x.dtype).view(b, 1, 1, 1) for t in (bright, contrast, sat, hue)
-        )
+        bright, contrast = (t.to(x.device, x.dtype).view(b, 1, 1, 1) for t in (bright, contrast))
 
         x = (x * bright).clamp(0, 1)
         mean = _gray(x).mean(dim=(2, 3), keepdim=True)
         x = ((x - mean) * contrast + mean).clamp(0, 1)
-        gray = _gray(x)
-        x = ((x - gray) * sat + gray).clamp(0, 1)
-        # Hue: rotate (I, Q) by 2π·hue, with per-sample 3x3 colour matrices M = YIQ⁻¹ · R · YIQ.
-        yiq = torch.tensor(_RGB_TO_YIQ, dtype=x.dtype, device=x.device)
-        angle = 2 * math.pi * hue.view(b)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        rot = torch.zeros(b, 3, 3, dtype=x.dtype, device=x.device)
+        # Saturation and hue are linear in RGB: one per-sample 3x3 matrix M = H · S, built on the CPU
+        # in float64 (B small matrices), applied to the batch with one bmm. S blends each pixel with its
+        # luma: S = s·I + (1 - s)·1·lumaᵀ. H rotates the chroma plane (I, Q) of YIQ by 2π·hue:
+        # H = YIQ⁻¹ · R · YIQ. (torchvision clamps between the two; here one clamp follows both.)
+        luma = torch.tensor(_LUMA, dtype=torch.float64)
+        s3 = sat.double().view(b, 1, 1)
+        sat_m = s3 * torch.eye(3, dtype=torch.float64) + (1 - s3) * torch.outer(
+            torch.ones(3, dtype=torch.float64), luma
+        )
+        yiq = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
+        angle = 2 * math.pi * hue.double()
+        rot = torch.zeros(b, 3, 3, dtype=torch.float64)
         rot[:, 0, 0] = 1
-        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-        m = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
-        x = torch.einsum("bij,bjhw->bihw", m, x)
+        rot[:, 1, 1], rot[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
+        rot[:, 2, 1], rot[:, 2, 2] = torch.sin(angle), torch.cos(angle)
+        m = torch.linalg.inv(yiq) @ rot @ yiq @ sat_m  # (B, 3, 3)
+        x = torch.bmm(m.to(x.device, x.dtype), x.reshape(b, 3, -1)).view_as(x)
         return x.clamp(0, 1)
 
     def _grayscale(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
