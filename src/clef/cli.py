@@ -17,6 +17,7 @@ from clef.errors import UserError
 # Subcommand name -> module. Order is the order `clef --help` lists them.
 COMMANDS: dict[str, str] = {
     "synth": "clef.commands.synth",
+    "prep": "clef.commands.prep",
 }
 
 
