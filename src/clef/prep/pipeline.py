@@ -279,7 +279,7 @@ def run_prep(
     ``config.on_error == "skip"``. ``detector`` may be passed to reuse loaded networks.
     """
     out = Path(out)
-    items = discover(source)
+    items = discover(source, exclude=out)
     _check_collisions(items)
     detector = detector or MTCNN(weights, config.detector, device)
     if detector.config != config.detector:
