@@ -316,6 +316,10 @@ class MTCNN:
         self.device = torch.device(device)
         self.weights = weights if weights is not None else find_weights()
         self.pnet, self.rnet, self.onet = load_networks(self.weights, self.device)
+        # On CPU one big batched P-Net pass is several times slower than the same work in
+        # cache-sized pieces (measured: 16 frames 385x289, 0.48 s batched vs 0.20 s one by one), so
+        # P-Net sees at most this many pixels per pass there; accelerators take the whole batch.
+        self.pnet_pixels: int | None = 2**17 if self.device.type == "cpu" else None
 
     @torch.inference_mode()
     def detect(self, images: Sequence[torch.Tensor]) -> list[Faces]:
@@ -371,8 +375,13 @@ class MTCNN:
             side = min(h, w) * m
             scale = m
             while side >= 12:
-                scaled = F.interpolate(batch, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
-                offsets, prob = self.pnet(_normalise(scaled))
+                size = (int(h * scale + 1), int(w * scale + 1))
+                scaled = _normalise(F.interpolate(batch, size=size, mode="area"))
+                step = len(members)
+                if self.pnet_pixels is not None:
+                    step = max(1, self.pnet_pixels // (size[0] * size[1]))
+                parts = [self.pnet(scaled[i : i + step]) for i in range(0, len(members), step)]
+                offsets, prob = (torch.cat(p) for p in zip(*parts, strict=True))
                 hits = torch.nonzero(prob >= cfg.thresholds[0])  # (n, 3): image, row, col
                 if hits.shape[0]:
                     b, r, c = hits.unbind(1)
