@@ -140,3 +140,12 @@ def test_cli_end_to_end(tree, truncated, tmp_path, capsys, detector):
         assert crop.size == (112, 112)
     with pytest.raises(SystemExit):
         parser.parse_args(["prep", str(tree), "--out", str(out), "--on-error", "ignore"])
+
+
+def test_read_image_handles_greyscale_and_16_bit(tmp_path):
+    from clef.prep.sources import read_image
+
+    Image.fromarray(np.full((10, 12), 7, np.uint8)).save(tmp_path / "g8.png")
+    Image.fromarray(np.full((10, 12), 65535, np.uint16)).save(tmp_path / "g16.png")
+    assert read_image(tmp_path / "g8.png").shape == (10, 12, 3) and read_image(tmp_path / "g8.png").max() == 7
+    assert read_image(tmp_path / "g16.png").min() == 255  # full-scale 16-bit is white, not clipped garbage

@@ -90,8 +90,16 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit greyscale: PIL's convert("RGB") would clip everything above 255 to white.
+                # 32-bit "I" is how older Pillow opens 16-bit PNGs, so it is read as 16-bit too
+                # unless its values say otherwise.
+                grey = np.asarray(img, dtype=np.float64)
+                grey = grey / max(65535.0, float(grey.max()))
+                grey = (grey.clip(0, 1) * 255).round().astype(np.uint8)
+                return np.repeat(grey[:, :, None], 3, axis=2)
+            return np.array(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise UserError(f"cannot read image {path}: {err}") from err
 
 
