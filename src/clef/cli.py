@@ -17,12 +17,20 @@ from clef.errors import UserError
 # Subcommand name -> module. Order is the order `clef --help` lists them.
 COMMANDS: dict[str, str] = {
     "synth": "clef.commands.synth",
+    "data": "clef.commands.data",
     "prep": "clef.commands.prep",
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (the usage text is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clef",
         description="CLEF: text-driven contrastive learning for facial action units and expressions.",
     )
