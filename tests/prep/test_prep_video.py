@@ -76,3 +76,20 @@ def test_missing_video_extra_gives_install_hint(tmp_path, monkeypatch, detector)
     monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` raise ImportError
     with pytest.raises(UserError, match="pip install"):
         run_prep(tmp_path / "clip.mp4", tmp_path / "out", detector=detector, progress=False)
+
+
+def test_iou_tracker_links_overlapping_boxes_and_retires_stale_tracks():
+    import torch
+
+    from clef.prep.pipeline import IoUTracker
+
+    tracker = IoUTracker(min_iou=0.3, max_gap=2)
+    a, b = [0.0, 0, 10, 10], [50.0, 50, 60, 60]
+    assert tracker.update(torch.tensor([a, b]), frame=0) == [0, 1]
+    # order of detections does not matter; small motion keeps the id
+    assert tracker.update(torch.tensor([[51.0, 50, 61, 60], [1.0, 0, 11, 10]]), frame=1) == [1, 0]
+    assert tracker.update(torch.zeros(0, 4), frame=2) == []
+    assert tracker.update(torch.tensor([[2.0, 0, 12, 10]]), frame=3) == [0]  # gap of 2 frames: same track
+    assert tracker.update(torch.tensor([[52.0, 50, 62, 60]]), frame=7) == [
+        2
+    ]  # too stale: new id, never reused
