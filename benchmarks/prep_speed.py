@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clef.prep.align import AlignRecipe, align_faces
+from clef.prep.align import AlignRecipe, align_faces, apply_transform
 from clef.prep.mtcnn import MTCNN, DetectorConfig
 from clef.prep.pipeline import PrepConfig, run_prep
 
@@ -72,6 +72,19 @@ def main() -> None:
     print(
         f"device={args.device} torch threads={torch.get_num_threads()} min_face_size={args.min_face_size} "
         f"weights={detector.weights.origin}"
+    )
+    # Alignment accuracy on the astronaut: where her eyes land in the 224 crop vs the template.
+    image = torch.from_numpy(frames_of("portrait 512x512", 1)[0].copy()).permute(2, 0, 1).to(detector.device)
+    faces = detector.detect([image])[0]
+    crops, matrices = align_faces(image, faces.landmarks[:1], recipe)
+    target = recipe.points()[:2]
+    moved = apply_transform(matrices[0], faces.landmarks[0].cpu().double())[:2]
+    again = detector.detect([crops[0]])[0]
+    redetected = (again.landmarks[0, :2].cpu().double() - target).norm(dim=1).tolist() if len(again) else []
+    print(
+        f"astronaut: {len(faces)} face(s); eye distance to template in the 224 crop, px (left, right): "
+        f"transformed landmarks {[round(v, 2) for v in (moved - target).norm(dim=1).tolist()]}, "
+        f"re-detected on the crop {[round(v, 2) for v in redetected]}"
     )
     for kind in ("portrait 512x512", "video frame 640x480"):
         frames = frames_of(kind, args.frames)
