@@ -12,7 +12,9 @@ from PIL import Image
 from clef.errors import UserError
 from clef.prep.mtcnn import MTCNN, find_weights
 
-skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the test photos")
+
+def skimage_data():
+    return pytest.importorskip("skimage.data", reason="scikit-image provides the test photos")
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +32,7 @@ def detector() -> MTCNN:
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """(512, 512, 3) uint8 RGB portrait with one face."""
-    return skimage_data.astronaut()
+    return skimage_data().astronaut()
 
 
 def lfw_as_rgb(gray: np.ndarray, side: int = 90, pad: int = 10) -> np.ndarray:
@@ -44,6 +46,6 @@ def lfw_as_rgb(gray: np.ndarray, side: int = 90, pad: int = 10) -> np.ndarray:
 @pytest.fixture(scope="session")
 def lfw() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(faces, non-faces): the 100 + 100 images of skimage.data.lfw_subset() as RGB pictures."""
-    data = skimage_data.lfw_subset()
+    data = skimage_data().lfw_subset()
     images = [lfw_as_rgb(x) for x in data]
     return images[:100], images[100:]
