@@ -101,27 +101,29 @@ def warp_crop(image: torch.Tensor, matrix: torch.Tensor, size: int) -> torch.Ten
     average-pooled by an integer factor that brings the shrink back near 1.
     """
     image = image.float()
-    matrix = matrix.double().to(image.device)
-    scale = math.sqrt(abs(torch.linalg.det(matrix[:, :2]).item()))  # crop px per source px
+    # The 3x3 algebra runs in float64 on the CPU (some devices lack float64); only the sampling
+    # grid goes to the image's device.
+    full = torch.cat([matrix.detach().double().cpu(), torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)])
+    scale = math.sqrt(abs(torch.linalg.det(full[:2, :2]).item()))  # crop px per source px
     k = int(math.floor(1.0 / scale)) if scale > 0 else 1
     if k >= 2:
         image = F.avg_pool2d(image[None], k, k, ceil_mode=True)[0]
         # Pooled pixel j covers source pixels [jk, jk + k): its centre is source x = k j + (k - 1) / 2.
-        to_source = torch.tensor(
-            [[k, 0.0, (k - 1) / 2], [0.0, k, (k - 1) / 2], [0, 0, 1]], dtype=torch.float64
-        )
-        full = torch.cat([matrix, matrix.new_tensor([[0, 0, 1]])])
-        matrix = (full @ to_source.to(matrix.device))[:2]
+        c = (k - 1) / 2
+        full = full @ torch.tensor([[k, 0.0, c], [0.0, k, c], [0.0, 0.0, 1.0]], dtype=torch.float64)
     _, h, w = image.shape
-    inverse = torch.linalg.inv(torch.cat([matrix, matrix.new_tensor([[0, 0, 1]])]))[:2]
-    coords = torch.arange(size, dtype=torch.float64, device=image.device)
-    gy, gx = torch.meshgrid(coords, coords, indexing="ij")
-    grid = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1) @ inverse.T  # (size, size, 2) source px
-    # grid_sample with align_corners=False puts -1 / +1 at the outer edges of the border pixels.
-    norm = torch.stack([(grid[..., 0] + 0.5) / w * 2 - 1, (grid[..., 1] + 0.5) / h * 2 - 1], dim=-1)
-    out = F.grid_sample(
-        image[None], norm[None].float(), mode="bilinear", padding_mode="zeros", align_corners=False
+    # affine_grid maps normalised crop coordinates to normalised source coordinates; with
+    # align_corners=False, -1 / +1 are the outer edges of the border pixels (pixel centres at integers).
+    crop_from_norm = torch.tensor(
+        [[size / 2, 0.0, size / 2 - 0.5], [0.0, size / 2, size / 2 - 0.5], [0.0, 0.0, 1.0]],
+        dtype=torch.float64,
     )
+    norm_from_source = torch.tensor(
+        [[2 / w, 0.0, 1 / w - 1], [0.0, 2 / h, 1 / h - 1], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
+    theta = (norm_from_source @ torch.linalg.inv(full) @ crop_from_norm)[:2]
+    grid = F.affine_grid(theta[None].float().to(image.device), [1, 3, size, size], align_corners=False)
+    out = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[0]
 
 
