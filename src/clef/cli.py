@@ -18,6 +18,7 @@ from clef.errors import UserError
 COMMANDS: dict[str, str] = {
     "synth": "clef.commands.synth",
     "data": "clef.commands.data",
+    "prep": "clef.commands.prep",
     "list": "clef.commands.listing",
     "info": "clef.commands.info",
     "pretrain": "clef.commands.pretrain",
