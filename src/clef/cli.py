@@ -20,6 +20,9 @@ COMMANDS: dict[str, str] = {
     "data": "clef.commands.data",
     "list": "clef.commands.listing",
     "info": "clef.commands.info",
+    "finetune": "clef.commands.finetune",
+    "evaluate": "clef.commands.evaluate",
+    "crossval": "clef.commands.crossval",
 }
 
 
