@@ -81,7 +81,7 @@ def _model(weights, task="au", **method) -> tuple[FineTuneModel, MethodConfig]:
     return build_finetune_model(_clef(weights), space, cfg).eval(), cfg
 
 
-def _batch(b=6, size=64, j=len(AUS), c=len(CLASSES)):
+def _batch(b=6, size=64, j=4, c=3):  # j = len(AUS), c = len(CLASSES)
     g = torch.Generator().manual_seed(1)
     mask = torch.rand(b, j, generator=g) > 0.2
     return {
@@ -252,9 +252,12 @@ def test_text_tower_gets_the_small_learning_rate_or_stays_frozen(weights, tmp_pa
 
 def test_method_config_rejects_inconsistent_switches():
     with pytest.raises(UserError, match="description_loss"):
-        MethodConfig(head="linear", description_loss=True)
+        MethodConfig(head="linear", description_loss=True).validate()
     with pytest.raises(UserError, match="pair"):
-        MethodConfig(task="fer", au_prompt="pair", description_loss=False)
+        MethodConfig(task="fer", au_prompt="pair", description_loss=False).validate()
+    # Overrides apply one at a time: an intermediate inconsistent state must load.
+    cfg = load_config(FinetuneConfig, None, ["method.head=linear", "method.description_loss=false"])
+    cfg.method.validate()
 
 
 # --------------------------------------------------------------------- checkpoints, prediction

@@ -165,15 +165,6 @@ class MethodConfig:
     augment: bool = True
 
     def __post_init__(self) -> None:
-        if self.description_loss and self.head != "names":
-            raise UserError(
-                f"method.description_loss=true needs method.head=names (L_DN ties descriptions to "
-                f"names); head={self.head!r} has no name prototypes. Set description_loss=false."
-            )
-        if self.au_prompt == "pair" and (self.task != "au" or self.head != "names"):
-            raise UserError("method.au_prompt=pair needs method.task=au and method.head=names")
-        if self.au_prompt == "pair" and not self.negative_templates:
-            raise UserError("method.au_prompt=pair needs method.negative_templates")
         for template in self.negative_templates:
             if template.count("{}") != 1:
                 raise UserError(f"negative template {template!r} must contain '{{}}' exactly once")
@@ -181,6 +172,23 @@ class MethodConfig:
             raise UserError("method.text_trainable_blocks must be >= 0 or null")
         if self.description_weight < 0 or self.au_pos_weight_max < 1:
             raise UserError("method.description_weight must be >= 0 and au_pos_weight_max >= 1")
+
+    def validate(self) -> None:
+        """Cross-field checks, run when a model is built (not per override: ``head=linear`` followed
+        by ``description_loss=false`` on a command line passes through an inconsistent state).
+
+        Raises:
+            UserError: naming the keys that conflict.
+        """
+        if self.description_loss and self.head != "names":
+            raise UserError(
+                f"method.description_loss=true needs method.head=names (L_DN ties descriptions to "
+                f"names); head={self.head!r} has no name prototypes. Set method.description_loss=false."
+            )
+        if self.au_prompt == "pair" and (self.task != "au" or self.head != "names"):
+            raise UserError("method.au_prompt=pair needs method.task=au and method.head=names")
+        if self.au_prompt == "pair" and not self.negative_templates:
+            raise UserError("method.au_prompt=pair needs method.negative_templates")
 
 
 @dataclass(frozen=True)
@@ -538,6 +546,9 @@ def build_finetune_model(clef: ClefModel, space: LabelSpace, method: MethodConfi
     makes the name and description embeddings fixed and cached; ``text_trainable_blocks: k`` leaves
     only the text tower's last k blocks and head trainable.
     """
+    method.validate()
+    if method.task != space.task:
+        raise UserError(f"method.task={method.task!r} but the label space is for {space.task!r}")
     prompts = load_prompt_set(method.prompt_set)
     model = FineTuneModel(
         clef,
