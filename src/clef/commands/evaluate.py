@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
         "accuracy, mean class accuracy, macro-F1, confusion matrix. Writes JSON, CSV, markdown and a plot.",
     )
     parser.add_argument("checkpoint", help="NAME, NAME.safetensors or NAME.json written by clef finetune")
-    parser.add_argument("--dataset", required=True, help="dataset loader name (clef list datasets)")
+    parser.add_argument("--dataset", required=True, help="dataset loader name (bp4d, disfa, rafdb, ...)")
     parser.add_argument("--root", required=True, type=Path, help="dataset root folder")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--split", help="official split to score (default: test)")
