@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from clef.ablation import ABLATION_ROWS, PAPER_DATASETS, paper_config, paper_config_text, stage2_switches
+from clef.augment import AugmentConfig, BatchAugment
 from clef.checkpoint import save_checkpoint
 from clef.config import load_config
 from clef.engine import EngineConfig, train
@@ -61,13 +62,13 @@ CLASSES = ("happiness", "sadness", "surprise")
 
 @pytest.fixture(scope="module")
 def weights():
-    """One random offline model's weights (MiniLM architecture without reading its weights)."""
+    """One random toy-size CLIP's weights (the real architecture and tokenizer, nothing read)."""
     torch.manual_seed(0)
-    return build_model("offline", SMALL, pretrained=False).state_dict()
+    return build_model("clip-vit-b16", TINY_CLIP, pretrained=False).state_dict()
 
 
 def _clef(weights):
-    model = build_model("offline", SMALL, pretrained=False)
+    model = build_model("clip-vit-b16", TINY_CLIP, pretrained=False)
     model.load_state_dict(weights)
     return model
 
@@ -81,7 +82,7 @@ def _model(weights, task="au", **method) -> tuple[FineTuneModel, MethodConfig]:
     return build_finetune_model(_clef(weights), space, cfg).eval(), cfg
 
 
-def _batch(b=6, size=64, j=4, c=3):  # j = len(AUS), c = len(CLASSES)
+def _batch(b=6, size=32, j=4, c=3):  # j = len(AUS), c = len(CLASSES)
     g = torch.Generator().manual_seed(1)
     mask = torch.rand(b, j, generator=g) > 0.2
     return {
@@ -201,9 +202,14 @@ def test_prompt_pair_step_and_prototypes(weights):
     assert model.prototypes().shape == (2, len(AUS), model.clef.embed_dim)
 
 
-def test_every_trainable_parameter_gets_a_gradient(weights):
-    model, cfg = _model(weights, text_trainable_blocks=1)
-    Stage2Step(cfg, None, torch.Generator())(model, _batch())["loss"].backward()
+def test_every_trainable_parameter_gets_a_gradient():
+    # The offline default (small CNN + MiniLM architecture), last text block trainable.
+    cfg = MethodConfig(text_trainable_blocks=1)
+    clef = build_model("offline", SMALL, pretrained=False)
+    model = build_finetune_model(clef, label_space("au", PROMPTS, aus=AUS), cfg)
+    Stage2Step(cfg, BatchAugment(AugmentConfig(size=64)), torch.Generator())(model, _batch(size=64))[
+        "loss"
+    ].backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(p.grad is not None for _, p in trainable), [
         n for n, p in trainable if p.grad is None
@@ -261,7 +267,7 @@ def test_method_config_rejects_inconsistent_switches():
 
 
 # --------------------------------------------------------------------- checkpoints, prediction
-def _records(tmp_path, n=5, size=64):
+def _records(tmp_path, n=5, size=40):
     from PIL import Image
 
     rng = np.random.default_rng(0)
