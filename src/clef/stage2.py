@@ -487,6 +487,9 @@ class Stage2Step:
         loss_dn = loss_task.new_zeros(())
         if "descriptions" in text and "names" in text:
             loss_dn = description_name_loss(text["descriptions"], text["names"], scale)
+            if model.clef.text_tower.is_frozen:
+                # Both sides fixed: only the logit scale could move, which L_DN is not meant to tune.
+                loss_dn = loss_dn.detach()
         loss = loss_task + method.description_weight * loss_dn
         return {
             "loss": loss,
