@@ -377,3 +377,15 @@ def test_paper_config_maps_switches():
     row = next(r for r in ABLATION_ROWS if r.key == "12_clef_pa_pi_id")
     assert paper_config(row, "rafdb")["method"]["head"] == "descriptions"
     assert stage2_switches(ABLATION_ROWS[0]) == {"head": "linear", "description_loss": False}
+
+
+def test_description_loss_trains_nothing_when_the_text_tower_is_locked(weights):
+    model, cfg = _model(weights, text_tower="lock")
+    out = Stage2Step(cfg, None, torch.Generator().manual_seed(0))(model, _batch())
+    assert out["loss_dn"].item() > 0
+    out["loss"].backward()
+    with_dn = model.clef.logit_scale.grad.clone()
+    model.zero_grad()
+    cfg_no = dataclasses.replace(cfg, description_loss=False)
+    Stage2Step(cfg_no, None, torch.Generator().manual_seed(0))(model, _batch())["loss"].backward()
+    torch.testing.assert_close(model.clef.logit_scale.grad, with_dn)
