@@ -22,6 +22,9 @@ COMMANDS: dict[str, str] = {
     "list": "clef.commands.listing",
     "info": "clef.commands.info",
     "pretrain": "clef.commands.pretrain",
+    "finetune": "clef.commands.finetune",
+    "evaluate": "clef.commands.evaluate",
+    "crossval": "clef.commands.crossval",
 }
 
 

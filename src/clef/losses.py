@@ -36,7 +36,13 @@ import torch.nn.functional as F
 
 from clef.distributed import all_gather_no_grad, all_gather_with_grad, get_rank, get_world_size
 
-__all__ = ["supcon_loss", "nt_xent_loss", "image_text_loss", "description_name_loss"]
+__all__ = [
+    "supcon_loss",
+    "nt_xent_loss",
+    "image_text_loss",
+    "description_name_loss",
+    "masked_bce_loss",
+]
 
 
 def _scale(logit_scale: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -261,3 +267,39 @@ def description_name_loss(
     logits = _scale(logit_scale, d) * d @ n.T  # (C, C)
     target = torch.arange(d.shape[0], device=d.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+@_without_autocast
+def masked_bce_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multi-label AU loss of stage 2 (method.md §4, ours): sigmoid + BCE over the coded labels only.
+
+    ``L = Σ_{(i,j) coded} w_ij · BCE(logit_ij, y_ij) / #coded``, where ``w_ij = pos_weight_j`` for a
+    positive label and 1 for a negative one (PyTorch's ``pos_weight`` convention). Labels that are not
+    coded (BP4D's 9; ``mask`` False) contribute nothing, neither to the sum nor to the count: a
+    masked label is unknown, never a negative.
+
+    Args:
+        logits: (B, J) pre-sigmoid scores.
+        targets: (B, J) 0/1 (any value where masked).
+        mask: (B, J) bool, True where the label is coded.
+        pos_weight: optional (J,) weights of the positive class (e.g. #neg / #pos per AU).
+
+    Returns:
+        0-d tensor; 0 (still attached to ``logits``) when no label of the batch is coded.
+    """
+    if not logits.shape == targets.shape == mask.shape or logits.ndim != 2:
+        raise ValueError(
+            f"need (B, J) logits, targets and mask; got {tuple(logits.shape)}, "
+            f"{tuple(targets.shape)}, {tuple(mask.shape)}"
+        )
+    logits = _at_least_fp32(logits)
+    targets = torch.where(mask, targets.to(logits.dtype), torch.zeros_like(logits))
+    weight = None if pos_weight is None else pos_weight.to(logits.dtype)
+    per_label = F.binary_cross_entropy_with_logits(logits, targets, reduction="none", pos_weight=weight)
+    mask_f = mask.to(logits.dtype)
+    return (per_label * mask_f).sum() / mask_f.sum().clamp(min=1.0)

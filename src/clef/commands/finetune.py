@@ -1,0 +1,50 @@
+"""`clef finetune`: stage 2, text-driven fine-tuning for AU detection or FER (method.md §4)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="stage 2: fine-tune for AU detection or FER from a stage-1 checkpoint, a backbone or scratch",
+        description="Fine-tune as the config says, write RUN_DIR/model.{safetensors,json} (labels in "
+        "output order, thresholds, config, metrics) and, unless evaluate=false, the test metrics in "
+        "RUN_DIR/eval. Config keys: see docs/stage2.md; configs/finetune/ and configs/paper/ hold examples.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file of overrides (default: the built-in defaults)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.fold=2 engine.steps=500")
+    parser.add_argument(
+        "--resume", type=Path, help="continue from RUN_DIR/checkpoint.pt of an interrupted run"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clef.config import load_config
+    from clef.stage2 import FinetuneConfig, finetune
+
+    cfg = load_config(FinetuneConfig, args.config, args.overrides)
+    result = finetune(cfg, progress=not args.quiet, resume=args.resume)
+    print(
+        f"trained on {result.n_train} records in {result.train_seconds:.0f} s; checkpoint {result.checkpoint}"
+    )
+    if result.result is not None:
+        print(
+            f"test ({result.n_test} records): {_headline(result.result)}; files in {result.run_dir / 'eval'}"
+        )
+    return 0
+
+
+def _headline(result) -> str:
+    from clef.evaluation import AUResult
+
+    if isinstance(result, AUResult):
+        return f"mean AU F1 {100 * result.mean_f1:.1f}"
+    return (
+        f"accuracy {100 * result.accuracy:.2f}, mean class accuracy {100 * result.mean_class_accuracy:.2f}, "
+        f"macro-F1 {100 * result.macro_f1:.2f}"
+    )
