@@ -120,3 +120,13 @@ def test_clef_info_prints_the_sidecar(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "backbone    offline" in out and "happiness, sadness" in out and "cnn_widths" in out
     assert read_metadata(tmp_path / "c")["task"] == "fer"
+
+
+def test_cli_info_end_to_end(tmp_path, capsys):
+    from clef.cli import main
+
+    save_checkpoint(tmp_path / "c", build_model("offline", SMALL_CNN), metrics={"f1_mean": 0.5})
+    assert main(["info", str(tmp_path / "c.safetensors")]) == 0
+    assert "f1_mean  0.5" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "no such checkpoint sidecar" in capsys.readouterr().err

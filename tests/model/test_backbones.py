@@ -57,3 +57,10 @@ def test_clef_list_backbones_prints_each_name_with_a_description(capsys):
     assert all(len(line.split()) > 3 for line in out)
     listing.run(argparse.Namespace(topic="prompts"))
     assert "bp4dplus" in capsys.readouterr().out
+
+
+def test_cli_list_end_to_end(capsys):
+    from clef.cli import main
+
+    assert main(["list", "backbones"]) == 0
+    assert "clip-vit-b16" in capsys.readouterr().out

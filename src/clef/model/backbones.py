@@ -34,7 +34,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec(
             "offline",
-            "default: image encoder from scratch (small CNN or ViT, 64 px) + pretrained MiniLM-L6 text",
+            "image encoder from scratch (small CNN or ViT, 64 px) + pretrained MiniLM-L6 text encoder",
             OfflineConfig,
             build_offline_model,
         ),
