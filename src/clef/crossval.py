@@ -5,9 +5,10 @@ training subjects, then the fold's test subjects are scored (threshold 0.5, neve
 benchmark number is the mean over AUs per fold, then the mean over folds; we also give the standard
 deviation over folds (sample std, ``ddof=1``; 0 with one fold).
 
-Stage 1 per fold comes either from ``pretrain`` (a callable the caller supplies, e.g. the stage-1
-library's entry point: ``(fold, train_records, fold_dir) -> checkpoint path``), or from the fine-tune
-config's ``init.checkpoint`` with ``{fold}`` in it (one checkpoint per fold, made beforehand).
+Stage 1 per fold comes either from ``pretrain`` (a callable ``(fold, train_records, fold_dir) ->
+checkpoint path``; :func:`stage1_per_fold` makes one that runs :func:`clef.pretrain.pretrain`), or
+from the fine-tune config's ``init.checkpoint`` with ``{fold}`` in it (one checkpoint per fold, made
+beforehand).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from clef.errors import UserError
 from clef.evaluation import AUResult, FERResult
 from clef.stage2 import FinetuneConfig, FinetuneResult, finetune
 
-__all__ = ["CrossvalResult", "cross_validate", "write_crossval", "PretrainFn"]
+__all__ = ["CrossvalResult", "cross_validate", "write_crossval", "PretrainFn", "stage1_per_fold"]
 
 PretrainFn = Callable[[int, pd.DataFrame, Path], "str | Path"]
 
@@ -69,6 +70,27 @@ class CrossvalResult:
         out["init"] = [r.init for r in self.runs]
         out["train_seconds"] = [r.train_seconds for r in self.runs]
         return out
+
+
+def stage1_per_fold(stage1_cfg, dataset: str | None = None, root: str | None = None) -> PretrainFn:
+    """A ``pretrain`` callable for :func:`cross_validate` that runs stage 1 (:func:`clef.pretrain.pretrain`)
+    with ``stage1_cfg`` on each fold's training subjects, written to ``<fold run>/stage1``.
+
+    ``stage1_cfg.data.fold`` and ``out`` are replaced per fold; when its ``data.root`` is empty the
+    stage-2 ``dataset`` and ``root`` are used (stage 1 on the same lab data).
+    """
+    from clef.pretrain import pretrain
+
+    def run(fold: int, train_records: pd.DataFrame, out: Path) -> Path:
+        data = dataclasses.replace(stage1_cfg.data, fold=fold)
+        if not data.root:
+            if not root:
+                raise UserError("the stage-1 config needs data.root (the lab data to pre-train on)")
+            data = dataclasses.replace(data, root=str(root), dataset=dataset or data.dataset)
+        result = pretrain(dataclasses.replace(stage1_cfg, out=str(out), data=data))
+        return result.checkpoint
+
+    return run
 
 
 def cross_validate(

@@ -143,3 +143,36 @@ def test_crossval_with_a_stage1_hook_sees_only_training_subjects(world, tmp_path
         test_subjects = set(records[records["fold"] == 4 - fold]["subject"])
         assert seen[fold] and not seen[fold] & test_subjects
         assert run.init["checkpoint"].endswith("stage1")
+
+
+def test_crossval_runs_stage1_per_fold(world, tmp_path):
+    run = tmp_path / "cv1"
+    stage1 = [
+        "model.backbone=clip-vit-b16",
+        f"model.config={TINY_CLIP}",
+        "model.pretrained=false",
+        "data.workers=0",
+        "data.frames_per_activity=2",
+        "train.steps=1",
+        "train.warmup_steps=0",
+    ]
+    code = main(
+        [
+            "crossval",
+            f"data.root={world / 'bp4d'}",
+            f"run_dir={run}",
+            *FAST,
+            "engine.steps=1",
+            "--folds",
+            "2",
+        ]
+        + [arg for kv in stage1 for arg in ("--stage1", kv)]
+        + ["--quiet"]
+    )
+    assert code == 0
+    stage1 = run / "fold2" / "stage1" / "stage1"
+    meta = read_metadata(run / "fold2" / "model")
+    assert Path(meta["notes"]["init"]["checkpoint"]).with_suffix("") == stage1
+    stage1_meta = read_metadata(stage1)
+    assert stage1_meta["task"] == "pretrain" and stage1_meta["training_config"]["data"]["fold"] == 2
+    assert json.loads((run / "crossval.json").read_text())["folds"] == [2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -26,6 +27,19 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--config", type=Path, help="a clef finetune config (YAML of overrides)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. engine.steps=500")
+    parser.add_argument(
+        "--stage1-config",
+        type=Path,
+        help="a clef pretrain config: run stage 1 on each fold's training subjects first (its data.root "
+        "defaults to this run's data.root)",
+    )
+    parser.add_argument(
+        "--stage1",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the stage-1 config (repeatable), e.g. --stage1 train.steps=200",
+    )
     parser.add_argument("--folds", type=_folds, default=(1, 2, 3), help="folds to run (default 1,2,3)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -33,11 +47,22 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clef.config import load_config
-    from clef.crossval import cross_validate, write_crossval
+    from clef.crossval import cross_validate, stage1_per_fold, write_crossval
+    from clef.errors import UserError
     from clef.stage2 import FinetuneConfig
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    result = cross_validate(cfg, folds=args.folds, progress=not args.quiet)
+    pretrain = None
+    if args.stage1_config is not None or args.stage1:
+        from clef.pretrain import PretrainConfig
+
+        if cfg.init.checkpoint:
+            raise UserError("give either --stage1-config (stage 1 per fold) or init.checkpoint, not both")
+        stage1_cfg = load_config(PretrainConfig, args.stage1_config, args.stage1)
+        if args.quiet:
+            stage1_cfg = replace(stage1_cfg, train=replace(stage1_cfg.train, progress=False))
+        pretrain = stage1_per_fold(stage1_cfg, cfg.data.dataset, cfg.data.root)
+    result = cross_validate(cfg, folds=args.folds, pretrain=pretrain, progress=not args.quiet)
     paths = write_crossval(
         result, cfg.run_dir, title=f"{cfg.data.dataset} {cfg.method.task} cross-validation"
     )
