@@ -36,7 +36,7 @@ ARMS: dict[str, list[str]] = {
     "pi+pa": ["loss.image_loss=supcon", "loss.image_text=true"],
 }
 ORDER = ("random", "simclr", "pi", "pi+pa")
-METRICS = ("au_f1", "expression_accuracy", "subject_accuracy")
+METRICS = ("au_f1", "expression_accuracy", "subject_accuracy", "subject_nn_accuracy")
 
 
 def run_dir(runs: Path, arm: str, seed: int) -> Path:
@@ -75,24 +75,40 @@ def probe_all(world: Path, runs: Path, seeds: list[int], frame_stride: int) -> d
 
     from clef.checkpoint import load_checkpoint
     from clef.model import build_model
-    from clef.probe import ProbeConfig, probe_model
+    from clef.probe import ProbeConfig, load_probe_records, probe_model
 
     base = yaml.safe_load(CONFIG.read_text())
     cfg = ProbeConfig(
         dataset="bp4d", root=str(world / "bp4d"), fold=1, frame_stride=frame_stride, progress=False
     )
+    records = None
     results: dict[str, list[dict]] = {arm: [] for arm in ORDER}
     for seed in seeds:
         for arm in ORDER:
+            cache = run_dir(runs, arm, seed) / f"probe-stride{frame_stride}.json"
+            if cache.is_file():  # probed before (the script can run while later seeds still train)
+                results[arm].append(json.loads(cache.read_text()))
+                continue
+            if arm != "random" and not (run_dir(runs, arm, seed) / "stage1.safetensors").is_file():
+                print(f"[skip] {arm} seed {seed}: not pre-trained yet", flush=True)
+                continue
+            if records is None:
+                records = load_probe_records(cfg)  # once: the same frames for every model
             start = time.perf_counter()
             if arm == "random":
                 torch.manual_seed(seed)
                 model = build_model(base["model"]["backbone"], base["model"]["config"], pretrained=False)
             else:
                 model, _ = load_checkpoint(run_dir(runs, arm, seed) / "stage1")
-            result = probe_model(model, cfg, seed=seed)
-            row = {"seed": seed, **{m: getattr(result, m) for m in METRICS}}
+            result = probe_model(model, cfg, seed=seed, records=records)
+            row = {
+                "seed": seed,
+                **{m: getattr(result, m) for m in METRICS},
+                "au_f1_per_au": result.au_f1_per_au,
+            }
             results[arm].append(row)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(row, indent=2))
             print(
                 f"[probe] {arm} seed {seed}: {result.summary()} ({time.perf_counter() - start:.0f} s)",
                 flush=True,
@@ -102,8 +118,9 @@ def probe_all(world: Path, runs: Path, seeds: list[int], frame_stride: int) -> d
 
 def table(results: dict) -> str:
     lines = [
-        "| representation | AU F1 (mean of 12) | expression accuracy | subject-ID accuracy |",
-        "|---|---|---|---|",
+        "| representation | AU F1 (mean of 12) | expression accuracy | subject-ID accuracy (LR) "
+        "| subject-ID accuracy (1-NN) |",
+        "|---|---|---|---|---|",
     ]
     for arm in ORDER:
         rows = results.get(arm) or []

@@ -67,6 +67,7 @@ def test_random_model_probe_is_sane(world, model):
     assert len(result.au_f1_per_au) == 12
     assert result.train_subjects == 4 and result.test_subjects == 2
     assert result.subject_chance == pytest.approx(0.5)
+    assert 0.0 <= result.subject_nn_accuracy <= 1.0
     assert result.n_train == len(train) and result.n_test == len(test)
     assert "AU F1" in result.summary()
 
