@@ -141,3 +141,18 @@ def test_cli_probe_random_init_writes_json(world, tmp_path, capsys):
     payload = json.loads((tmp_path / "probe.json").read_text())
     assert payload["model"] == "random:offline" and 0.0 <= payload["au_f1"] <= 1.0
     assert main(["probe", "--root", str(world)]) == 2  # neither a checkpoint nor --random-init
+
+
+def test_cli_probe_of_a_checkpoint_matches_the_library(world, model, tmp_path, capsys):
+    from clef.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "stage1", model, task="pretrain")
+    assert (
+        main(["probe", str(tmp_path / "stage1"), "--root", str(world), "--out", str(tmp_path), "--quiet"])
+        == 0
+    )
+    payload = json.loads((tmp_path / "probe.json").read_text())
+    expected = probe_model(model, ProbeConfig(root=str(world), fold=1, progress=False))
+    assert payload["au_f1"] == pytest.approx(expected.au_f1)
+    assert payload["subject_accuracy"] == pytest.approx(expected.subject_accuracy)
+    assert main(["probe", str(tmp_path / "stage1"), "--random-init", "offline", "--root", str(world)]) == 2
