@@ -69,6 +69,22 @@ def pretrain_all(world: Path, runs: Path, seeds: list[int], extra: list[str]) ->
             print(f"[time] {arm} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def spread(model, test_records) -> dict[str, float]:
+    """How spread out the embeddings are (collapse check) on every 4th probe test frame.
+
+    ``mean_cosine``: mean pairwise cosine similarity (1 = every frame has the same embedding);
+    ``effective_rank``: exp of the entropy of the centred embedding's normalised squared singular values.
+    """
+    from clef.probe import extract_features
+
+    f = extract_features(model, test_records.iloc[::4].reset_index(drop=True), progress=False)
+    n = len(f)
+    cos = (f @ f.T)[~np.eye(n, dtype=bool)]
+    sv = np.linalg.svd(f - f.mean(0), compute_uv=False) ** 2
+    p = sv / sv.sum()
+    return {"mean_cosine": float(cos.mean()), "effective_rank": float(np.exp(-(p * np.log(p + 1e-12)).sum()))}
+
+
 def probe_all(world: Path, runs: Path, seeds: list[int], frame_stride: int) -> dict:
     import torch
     import yaml
@@ -104,6 +120,7 @@ def probe_all(world: Path, runs: Path, seeds: list[int], frame_stride: int) -> d
             row = {
                 "seed": seed,
                 **{m: getattr(result, m) for m in METRICS},
+                **spread(model, records[1]),
                 "au_f1_per_au": result.au_f1_per_au,
             }
             results[arm].append(row)
@@ -119,8 +136,8 @@ def probe_all(world: Path, runs: Path, seeds: list[int], frame_stride: int) -> d
 def table(results: dict) -> str:
     lines = [
         "| representation | AU F1 (mean of 12) | expression accuracy | subject-ID accuracy (LR) "
-        "| subject-ID accuracy (1-NN) |",
-        "|---|---|---|---|---|",
+        "| subject-ID accuracy (1-NN) | mean cosine | effective rank | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm in ORDER:
         rows = results.get(arm) or []
@@ -132,6 +149,10 @@ def table(results: dict) -> str:
             cells.append(
                 f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1 if len(values) > 1 else 0):.1f}"
             )
+        cos = np.array([r["mean_cosine"] for r in rows if "mean_cosine" in r], dtype=float)
+        rank = np.array([r["effective_rank"] for r in rows if "effective_rank" in r], dtype=float)
+        cells += [f"{cos.mean():.4f}" if len(cos) else "", f"{rank.mean():.1f}" if len(rank) else ""]
+        cells.append(str(len(rows)))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
