@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "list": "clef.commands.listing",
     "info": "clef.commands.info",
     "pretrain": "clef.commands.pretrain",
+    "probe": "clef.commands.probe",
     "finetune": "clef.commands.finetune",
     "evaluate": "clef.commands.evaluate",
     "crossval": "clef.commands.crossval",

@@ -1,0 +1,158 @@
+"""Linear probes: sane scores on a tiny world with a random model, no subject leakage, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clef.cli import main
+from clef.errors import UserError
+from clef.model import build_model
+from clef.probe import (
+    ProbeConfig,
+    extract_features,
+    load_probe_records,
+    probe_features,
+    probe_model,
+    subject_split,
+    subsample_frames,
+)
+
+BACKBONE = {"cnn_widths": [8, 16], "image_size": 32}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    # 6 subjects: the world interleaves BP4D's fold parts, so fold 1 has 4 training and 2 test subjects.
+    argv = [
+        "synth",
+        "--out",
+        str(out),
+        "--domains",
+        "lab",
+        "--subjects",
+        "6",
+        "--frames",
+        "4",
+        "--size",
+        "32",
+    ]
+    assert main([*argv, "--no-gallery", "--quiet", "--workers", "1"]) == 0
+    return out / "bp4d"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("offline", BACKBONE, pretrained=False)
+
+
+def test_random_model_probe_is_sane(world, model):
+    cfg = ProbeConfig(root=str(world), fold=1, progress=False)
+    train, test = load_probe_records(cfg)
+    assert set(train["subject"]).isdisjoint(set(test["subject"]))
+    result = probe_model(model, cfg, records=(train, test))
+    for value in (
+        result.au_f1,
+        result.expression_accuracy,
+        result.subject_accuracy,
+        *result.au_f1_per_au.values(),
+    ):
+        assert value is not None and 0.0 <= value <= 1.0
+    assert len(result.au_f1_per_au) == 12
+    assert result.train_subjects == 4 and result.test_subjects == 2
+    assert result.subject_chance == pytest.approx(0.5)
+    assert 0.0 <= result.subject_nn_accuracy <= 1.0
+    assert result.n_train == len(train) and result.n_test == len(test)
+    assert "AU F1" in result.summary()
+
+
+def test_probe_refuses_subject_leakage(world, model):
+    cfg = ProbeConfig(root=str(world), fold=1, progress=False)
+    train, test = load_probe_records(cfg)
+    leaked = pd.concat([train, test.iloc[:3]], ignore_index=True)
+    f_train = np.zeros((len(leaked), 4), dtype=np.float32)
+    f_test = np.zeros((len(test), 4), dtype=np.float32)
+    with pytest.raises(UserError, match="share subjects"):
+        probe_features(f_train, leaked, f_test, test, cfg)
+
+
+def test_features_are_batched_frozen_and_ordered(world, model):
+    cfg = ProbeConfig(root=str(world), fold=1, progress=False)
+    _, test = load_probe_records(cfg)
+    a = extract_features(model, test, batch_size=7, progress=False)
+    b = extract_features(model, test.iloc[::-1].reset_index(drop=True), batch_size=64, progress=False)
+    assert a.shape == (len(test), model.image_tower.embed_dim)
+    np.testing.assert_allclose(a, b[::-1], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
+
+
+def test_subject_split_uses_different_videos():
+    records = pd.DataFrame(
+        {
+            "subject": ["A"] * 4 + ["B"] * 4 + ["C"] * 2,
+            "activity": ["T1", "T1", "T2", "T3"] * 2 + ["T1", "T1"],
+        }
+    )
+    fit, score = subject_split(records)
+    assert not (fit & score).any()
+    for s in ("A", "B"):
+        rows = records["subject"] == s
+        assert set(records.loc[rows & fit, "activity"]).isdisjoint(records.loc[rows & score, "activity"])
+    assert not (fit | score)[records["subject"] == "C"].any()  # one video only: left out
+
+
+def test_subsample_frames_keeps_every_nth_frame_per_video():
+    records = pd.DataFrame(
+        {"subject": ["A"] * 6, "activity": ["T1"] * 3 + ["T2"] * 3, "frame": [3, 1, 2, 1, 2, 3]}
+    )
+    kept = subsample_frames(records, 2)
+    assert sorted(zip(kept["activity"], kept["frame"], strict=True)) == [
+        ("T1", 1),
+        ("T1", 3),
+        ("T2", 1),
+        ("T2", 3),
+    ]
+    with pytest.raises(UserError):
+        subsample_frames(records, 0)
+
+
+def test_cli_probe_random_init_writes_json(world, tmp_path, capsys):
+    argv = [
+        "probe",
+        "random",
+        "--random-init",
+        "offline",
+        "--backbone-config",
+        "{cnn_widths: [8, 16], image_size: 32}",
+        "--root",
+        str(world),
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    assert "AU F1" in capsys.readouterr().out
+    payload = json.loads((tmp_path / "probe.json").read_text())
+    assert payload["model"] == "random:offline" and 0.0 <= payload["au_f1"] <= 1.0
+    assert main(["probe", "--root", str(world)]) == 2  # neither a checkpoint nor --random-init
+
+
+def test_cli_probe_of_a_checkpoint_matches_the_library(world, model, tmp_path, capsys):
+    from clef.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "stage1", model, task="pretrain")
+    assert (
+        main(["probe", str(tmp_path / "stage1"), "--root", str(world), "--out", str(tmp_path), "--quiet"])
+        == 0
+    )
+    payload = json.loads((tmp_path / "probe.json").read_text())
+    expected = probe_model(model, ProbeConfig(root=str(world), fold=1, progress=False))
+    assert payload["au_f1"] == pytest.approx(expected.au_f1)
+    assert payload["subject_accuracy"] == pytest.approx(expected.subject_accuracy)
+    assert main(["probe", str(tmp_path / "stage1"), "--random-init", "offline", "--root", str(world)]) == 2
