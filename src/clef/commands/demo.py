@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from clef.commands.argtypes import int_at_least, writable_dir
+from clef.commands.cpu import apply_threads
 
 
 def add_parser(subparsers) -> None:
@@ -24,19 +25,17 @@ def add_parser(subparsers) -> None:
         "--quick", action="store_true", help="a much smaller run (seconds to a minute; for tests)"
     )
     parser.add_argument(
-        "--threads", type=int_at_least(0), default=0, help="torch CPU threads (0: torch's default)"
+        "--threads", type=int_at_least(0), default=0, help="torch CPU threads (default 0: auto, the cores the load average leaves free)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from clef.demo import DEMO_PRESETS, run_demo
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = apply_threads(args.threads)
+    print(f"using {threads} CPU thread(s)")
     cfg = DEMO_PRESETS["quick" if args.quick else "default"]
     result = run_demo(cfg, args.out, progress=not args.quiet)
     h = result.headline()

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from clef.commands.argtypes import int_at_least, writable_dir
+from clef.commands.cpu import apply_threads
 from clef.errors import UserError
 
 
@@ -30,15 +31,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seeds", help="comma-separated seeds (default: 0 quick, 0,1,2 full)")
     parser.add_argument("--out", type=writable_dir, required=True, help="output folder")
     parser.add_argument(
-        "--threads", type=int_at_least(0), default=0, help="torch CPU threads (0: torch's default)"
+        "--threads", type=int_at_least(0), default=0, help="torch CPU threads (default 0: auto, the cores the load average leaves free)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from clef.reproduce import PRESETS, reproduce, write_report
 
     mode = "full" if args.full else "micro" if args.micro else "quick"
@@ -49,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from err
         cfg = dataclasses.replace(cfg, seeds=seeds)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = apply_threads(args.threads)
+    print(f"using {threads} CPU thread(s)")
     out = Path(args.out)
     result = reproduce(cfg, out, progress=not args.quiet)
     report = write_report(result, out)

@@ -17,25 +17,27 @@ def add_parser(subparsers) -> None:
         "AU-only model (--model, or fine-tuned now from the AU --config) against expression names and "
         "descriptions. Writes OUT/zeroshot.{json,md}; chance is printed beside every number.",
     )
-    parser.add_argument("protocol", choices=("expressions", "au-to-fer"))
-    parser.add_argument("--config", type=Path, help="FER config (expressions) or AU config (au-to-fer)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument(
+    protocols = parser.add_subparsers(dest="protocol", metavar="PROTOCOL")
+    protocols.required = True
+    expr = protocols.add_parser(
+        "expressions", help="train FER on the seen expressions, score unseen ones against all class names"
+    )
+    au = protocols.add_parser("au-to-fer", help="score FER images with an AU-only model (names, descriptions)")
+    for sub in (expr, au):
+        sub.add_argument("--config", type=Path, help="FER config (expressions) or AU config (au-to-fer)")
+        sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+        sub.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/zeroshot)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        sub.set_defaults(func=run)
+    expr.add_argument(
         "--seen",
         default="happiness,sadness,anger,neutral",
-        help="expressions: comma-separated seen classes (default: method.md §5's split)",
+        help="comma-separated seen classes (default: method.md §5's split)",
     )
-    parser.add_argument("--model", type=Path, help="au-to-fer: an AU fine-tuned checkpoint (RUN_DIR/model)")
-    parser.add_argument(
-        "--fer-dataset", default="rafdb", help="au-to-fer: FER dataset loader (default rafdb)"
-    )
-    parser.add_argument("--fer-root", type=Path, help="au-to-fer: FER dataset folder")
-    parser.add_argument(
-        "--fer-split", default="test", help="au-to-fer: split scored (default test; 'all' = every image)"
-    )
-    parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/zeroshot)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
+    au.add_argument("--model", type=Path, help="an AU fine-tuned checkpoint (RUN_DIR/model); else --config is fine-tuned")
+    au.add_argument("--fer-dataset", default="rafdb", help="FER dataset loader (default rafdb)")
+    au.add_argument("--fer-root", type=Path, required=True, help="FER dataset folder")
+    au.add_argument("--fer-split", default="test", help="split scored (default test; 'all' = every image)")
 
 
 def run(args: argparse.Namespace) -> int:
