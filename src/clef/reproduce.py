@@ -89,11 +89,11 @@ PRESETS: dict[str, ReproduceConfig] = {
     "full": ReproduceConfig(
         mode="full",
         seeds=(0, 1, 2),
-        world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=1600),
-        stage1_steps=150,
+        world=WorldConfig(lab_subjects=41, frames_per_video=10, wild_images=1400),
+        stage1_steps=80,
         stage1_frames_per_activity=6,
-        stage2_steps=150,
-        batch_size=48,
+        stage2_steps=80,
+        batch_size=32,
     ),
 }
 
@@ -249,17 +249,16 @@ def reproduce(
     out: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
+    threads_per_job: int = 1,
 ) -> ReproduceResult:
     """Run every row and both zero-shot protocols for every seed; write ``out/results.json``.
 
     ``out/world`` holds the world, ``out/seed<k>/...`` the runs (stage-1 checkpoints, fine-tuned
-    models with their ``eval/`` files).
+    models with their ``eval/`` files). ``jobs`` > 1 runs the seeds in that many worker processes
+    (spawned; ``threads_per_job`` torch threads each, no progress bars).
     """
-    from clef.data import load_dataset
-    from clef.pretrain import pretrain
-    from clef.stage2 import finetune
     from clef.synth.export import write_world
-    from clef.zeroshot import au_to_fer_protocol, unseen_expression_protocol
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,63 +269,95 @@ def reproduce(
         log(f"rendering the world into {world}")
         write_world(cfg.world, world, domains=("lab", "wild"), workers=2, progress=progress)
     result.seconds["world"] = time.perf_counter() - start
+    if jobs > 1 and len(cfg.seeds) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            parts = list(pool.map(_seed_worker, [(cfg, out, seed, threads_per_job) for seed in cfg.seeds]))
+    else:
+        parts = [_run_seed(cfg, out, seed, progress, log) for seed in cfg.seeds]
+    for part in parts:  # seed order kept: lists are per seed
+        for key, tasks in part.ablation.items():
+            for task, values in tasks.items():
+                result.ablation.setdefault(key, {}).setdefault(task, []).extend(values)
+        for key, scores in part.zeroshot.items():
+            result.zeroshot.setdefault(key, []).extend(scores)
+        for key, values in part.per_au.items():
+            result.per_au.setdefault(key, []).extend(values)
+        result.seconds.update(part.seconds)
+        result.aus = part.aus or result.aus
+    result.seconds["total"] = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    return result
+
+
+def _seed_worker(args) -> ReproduceResult:
+    import torch
+
+    cfg, out, seed, threads = args
+    torch.set_num_threads(threads)
+    return _run_seed(cfg, out, seed, False, lambda m: print(m, flush=True))
+
+
+def _run_seed(cfg: ReproduceConfig, out: Path, seed: int, progress: bool, log) -> ReproduceResult:
+    """Stage 1 (both variants), every row on both tasks and both zero-shot protocols for one seed."""
+    from clef.data import load_dataset
+    from clef.pretrain import pretrain
+    from clef.stage2 import finetune
+    from clef.zeroshot import au_to_fer_protocol, unseen_expression_protocol
+
+    result = ReproduceResult(cfg)
+    world = out / "world"
     lab = load_dataset("bp4d", world / "bp4d")
     wild = load_dataset("rafdb", world / "rafdb")
     roots = {"au": world / "bp4d", "fer": world / "rafdb"}
     records = {"au": lab, "fer": wild}
-
-    for seed in cfg.seeds:
-        seed_dir = out / f"seed{seed}"
-        checkpoints: dict[str, Path] = {}
-        for variant in ("pi", "pa_pi"):
+    seed_dir = out / f"seed{seed}"
+    checkpoints: dict[str, Path] = {}
+    for variant in ("pi", "pa_pi"):
+        t = time.perf_counter()
+        log(f"seed {seed}: stage 1 {variant}")
+        s1 = pretrain(
+            stage1_config(cfg, variant, seed, seed_dir / f"stage1_{variant}", roots["au"], progress)
+        )
+        checkpoints[variant] = Path(s1.checkpoint).with_suffix("")
+        result.seconds[f"stage1/{variant}/seed{seed}"] = time.perf_counter() - t
+    for row in ROWS:
+        for task in ("au", "fer"):
             t = time.perf_counter()
-            log(f"seed {seed}: stage 1 {variant}")
-            s1 = pretrain(
-                stage1_config(cfg, variant, seed, seed_dir / f"stage1_{variant}", roots["au"], progress)
-            )
-            checkpoints[variant] = Path(s1.checkpoint).with_suffix("")
-            result.seconds[f"stage1/{variant}/seed{seed}"] = time.perf_counter() - t
-        for row in ROWS:
-            for task in ("au", "fer"):
-                t = time.perf_counter()
-                log(f"seed {seed}: {row.key} {task}")
-                ckpt = checkpoints[row.stage1] if row.stage1 else None
-                run = stage2_config(
-                    cfg, task, roots[task], seed_dir / row.key / task, seed, ckpt, row.switches, progress
-                )
-                res = finetune(run, records=records[task], progress=progress)
-                value = res.result.mean_f1 if task == "au" else res.result.accuracy
-                result.ablation.setdefault(row.key, {}).setdefault(task, []).append(float(value))
-                if task == "au":
-                    result.aus = list(res.result.aus)
-                    result.per_au.setdefault(row.key, []).append(list(res.result.f1))
-                result.seconds[f"stage2/{row.key}/{task}/seed{seed}"] = time.perf_counter() - t
-        # Zero-shot (a): seen expressions only.
-        for model in ("base", "CLEF"):
-            t = time.perf_counter()
-            log(f"seed {seed}: zero-shot unseen expressions, {model}")
-            ckpt = checkpoints[ZS_CLEF_STAGE1] if model == "CLEF" else None
-            switches = {"head": "names", "description_loss": True}
+            log(f"seed {seed}: {row.key} {task}")
+            ckpt = checkpoints[row.stage1] if row.stage1 else None
             run = stage2_config(
-                cfg, "fer", roots["fer"], seed_dir / f"zeroshot_{model}", seed, ckpt, switches, progress
+                cfg, task, roots[task], seed_dir / row.key / task, seed, ckpt, row.switches, progress
             )
-            zs = unseen_expression_protocol(
-                run, seen=cfg.seen, records=wild, kinds=("names",), progress=progress
-            )
-            assert set(zs.train_expressions) <= set(cfg.seen)
-            for s in zs.scores:
-                result.zeroshot.setdefault(f"unseen-expressions/{s.texts}/{model}", []).append(s)
-            result.seconds[f"zeroshot/unseen/{model}/seed{seed}"] = time.perf_counter() - t
-        # Zero-shot (b): the AU-only I+N+D models score expressions.
-        test = wild[wild["split"] == "test"]
-        for model, key in (("base", "06_base_ind"), ("CLEF", "13_clef_pa_pi_ind")):
-            zs = au_to_fer_protocol(
-                seed_dir / key / "au" / "model", test, device=cfg.device, progress=progress
-            )
-            for s in zs.scores:
-                result.zeroshot.setdefault(f"au-to-fer/{s.texts}/{model}", []).append(s)
-    result.seconds["total"] = time.perf_counter() - start
-    (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+            res = finetune(run, records=records[task], progress=progress)
+            value = res.result.mean_f1 if task == "au" else res.result.accuracy
+            result.ablation.setdefault(row.key, {}).setdefault(task, []).append(float(value))
+            if task == "au":
+                result.aus = list(res.result.aus)
+                result.per_au.setdefault(row.key, []).append(list(res.result.f1))
+            result.seconds[f"stage2/{row.key}/{task}/seed{seed}"] = time.perf_counter() - t
+    # Zero-shot (a): seen expressions only.
+    for model in ("base", "CLEF"):
+        t = time.perf_counter()
+        log(f"seed {seed}: zero-shot unseen expressions, {model}")
+        ckpt = checkpoints[ZS_CLEF_STAGE1] if model == "CLEF" else None
+        switches = {"head": "names", "description_loss": True}
+        run = stage2_config(
+            cfg, "fer", roots["fer"], seed_dir / f"zeroshot_{model}", seed, ckpt, switches, progress
+        )
+        zs = unseen_expression_protocol(run, seen=cfg.seen, records=wild, kinds=("names",), progress=progress)
+        assert set(zs.train_expressions) <= set(cfg.seen)
+        for s in zs.scores:
+            result.zeroshot.setdefault(f"unseen-expressions/{s.texts}/{model}", []).append(s)
+        result.seconds[f"zeroshot/unseen/{model}/seed{seed}"] = time.perf_counter() - t
+    # Zero-shot (b): the AU-only I+N+D models score expressions.
+    test = wild[wild["split"] == "test"]
+    for model, key in (("base", "06_base_ind"), ("CLEF", "13_clef_pa_pi_ind")):
+        zs = au_to_fer_protocol(seed_dir / key / "au" / "model", test, device=cfg.device, progress=progress)
+        for s in zs.scores:
+            result.zeroshot.setdefault(f"au-to-fer/{s.texts}/{model}", []).append(s)
     return result
 
 

@@ -25,7 +25,10 @@ def add_parser(subparsers) -> None:
         "--quick", action="store_true", help="a much smaller run (seconds to a minute; for tests)"
     )
     parser.add_argument(
-        "--threads", type=int_at_least(0), default=0, help="torch CPU threads (default 0: auto, the cores the load average leaves free)"
+        "--threads",
+        type=int_at_least(0),
+        default=0,
+        help="torch CPU threads (default 0: auto, the cores the load average leaves free)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

@@ -31,7 +31,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seeds", help="comma-separated seeds (default: 0 quick, 0,1,2 full)")
     parser.add_argument("--out", type=writable_dir, required=True, help="output folder")
     parser.add_argument(
-        "--threads", type=int_at_least(0), default=0, help="torch CPU threads (default 0: auto, the cores the load average leaves free)"
+        "--threads",
+        type=int_at_least(0),
+        default=0,
+        help="torch CPU threads (default 0: auto, the cores the load average leaves free)",
+    )
+    parser.add_argument(
+        "--jobs", type=int_at_least(1), default=1, help="run the seeds in this many processes (1 thread each)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     threads = apply_threads(args.threads)
     print(f"using {threads} CPU thread(s)")
     out = Path(args.out)
-    result = reproduce(cfg, out, progress=not args.quiet)
+    result = reproduce(cfg, out, progress=not args.quiet, jobs=args.jobs, threads_per_job=1)
     report = write_report(result, out)
     print(f"report: {report}  ({result.seconds['total'] / 60:.1f} min)")
     for key, tasks in result.ablation.items():

@@ -22,7 +22,9 @@ def add_parser(subparsers) -> None:
     expr = protocols.add_parser(
         "expressions", help="train FER on the seen expressions, score unseen ones against all class names"
     )
-    au = protocols.add_parser("au-to-fer", help="score FER images with an AU-only model (names, descriptions)")
+    au = protocols.add_parser(
+        "au-to-fer", help="score FER images with an AU-only model (names, descriptions)"
+    )
     for sub in (expr, au):
         sub.add_argument("--config", type=Path, help="FER config (expressions) or AU config (au-to-fer)")
         sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
@@ -34,7 +36,9 @@ def add_parser(subparsers) -> None:
         default="happiness,sadness,anger,neutral",
         help="comma-separated seen classes (default: method.md §5's split)",
     )
-    au.add_argument("--model", type=Path, help="an AU fine-tuned checkpoint (RUN_DIR/model); else --config is fine-tuned")
+    au.add_argument(
+        "--model", type=Path, help="an AU fine-tuned checkpoint (RUN_DIR/model); else --config is fine-tuned"
+    )
     au.add_argument("--fer-dataset", default="rafdb", help="FER dataset loader (default rafdb)")
     au.add_argument("--fer-root", type=Path, required=True, help="FER dataset folder")
     au.add_argument("--fer-split", default="test", help="split scored (default test; 'all' = every image)")
