@@ -10,10 +10,10 @@ import pytest
 
 import clef.stage2
 from clef.cli import main
+from clef.engine import EngineConfig
 from clef.errors import UserError
 from clef.labels import EXPRESSIONS, RAFDB_CLASSES
 from clef.stage2 import DataConfig, FinetuneConfig, InitConfig, MethodConfig
-from clef.engine import EngineConfig
 from clef.synth.export import write_world
 from clef.synth.world import WorldConfig
 from clef.zeroshot import (
@@ -81,10 +81,14 @@ def test_unseen_protocol_never_trains_on_unseen(world, tmp_path, monkeypatch):
         return real(cfg, **kwargs)
 
     monkeypatch.setattr(clef.stage2, "finetune", spy)
-    result = unseen_expression_protocol(_cfg(world, tmp_path / "zs", "fer"), kinds=("names", "descriptions"), progress=False)
+    result = unseen_expression_protocol(
+        _cfg(world, tmp_path / "zs", "fer"), kinds=("names", "descriptions"), progress=False
+    )
     # The training records and the trained label space hold seen classes only.
     assert seen_by_training and seen_by_training[0] <= set(DEFAULT_SEEN)
-    assert set(result.train_expressions) <= set(DEFAULT_SEEN) and set(result.train_classes) == set(DEFAULT_SEEN)
+    assert set(result.train_expressions) <= set(DEFAULT_SEEN) and set(result.train_classes) == set(
+        DEFAULT_SEEN
+    )
     meta = json.loads((tmp_path / "zs" / "model.json").read_text())
     assert set(meta["labels"]) == set(DEFAULT_SEEN)
     # Scored over all 7 classes, with chance beside the numbers.
@@ -99,7 +103,9 @@ def test_unseen_protocol_never_trains_on_unseen(world, tmp_path, monkeypatch):
 
 def test_unseen_protocol_refuses_linear_head(world, tmp_path):
     cfg = _cfg(world, tmp_path / "x", "fer")
-    cfg = FinetuneConfig(**{**cfg.__dict__, "method": MethodConfig(task="fer", head="linear", description_loss=False)})
+    cfg = FinetuneConfig(
+        **{**cfg.__dict__, "method": MethodConfig(task="fer", head="linear", description_loss=False)}
+    )
     with pytest.raises(UserError, match="text head"):
         unseen_expression_protocol(cfg, progress=False)
 
@@ -122,7 +128,13 @@ def test_cli_zeroshot_both_protocols(world, tmp_path, capsys):
     fast = ["init.backbone_config={cnn_widths: [8, 16], embed_dim: 32}", "data.batch_size=16"]
     fast += ["engine.steps=2", "engine.warmup_steps=1", "method.text_tower=lock"]
     code = main(
-        ["zeroshot", "expressions", "--config", "configs/finetune/world_rafdb_fer.yaml", f"data.root={world / 'rafdb'}"]
+        [
+            "zeroshot",
+            "expressions",
+            "--config",
+            "configs/finetune/world_rafdb_fer.yaml",
+            f"data.root={world / 'rafdb'}",
+        ]
         + [f"run_dir={tmp_path / 'a'}", *fast, "--quiet"]
     )
     assert code == 0

@@ -305,7 +305,7 @@ wild stills (RAF-DB layout, 7 expressions, 5 % label noise). Image encoder: a sm
 
 ![comparison]({figs["comparison"]})
 
-## AU detection: per-AU F1 (%, threshold 0.5, {result.n_test.get("au/CLEF", 0)} test frames of unseen subjects)
+## AU detection: per-AU F1 (%, threshold 0.5, {result.n_test.get("au/CLEF", 0)} test frames)
 
 | model | {" | ".join(f"AU{a}" for a in aus)} | mean |
 |---|{"---|" * len(aus)}---|

@@ -265,7 +265,8 @@ def au_to_fer_protocol(
     model, meta = load_finetuned(model_path, device=device)
     if meta.get("task") != "au":
         raise UserError(
-            f"{model_path}: the AU-to-FER protocol needs an AU-trained model; this one is task {meta.get('task')!r}"
+            f"{model_path}: the AU-to-FER protocol needs an AU-trained model; "
+            f"this one is task {meta.get('task')!r}"
         )
     if not classes:
         classes = tuple(
@@ -305,7 +306,8 @@ def write_zeroshot(result: ZeroShotResult, out: str | Path, title: str = "Zero-s
     out.mkdir(parents=True, exist_ok=True)
     (out / "zeroshot.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     lines = [
-        f"**{title}** (accuracy %, chance in brackets; trained on: {', '.join(result.train_classes) or 'AUs only'})",
+        f"**{title}** (accuracy %, chance in brackets; "
+        f"trained on: {', '.join(result.train_classes) or 'AUs only'})",
         "",
         "| protocol | texts | unseen images, all classes | all images | unseen images, unseen classes only |",
         "|---|---|---|---|---|",

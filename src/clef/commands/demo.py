@@ -44,10 +44,12 @@ def run(args: argparse.Namespace) -> int:
     h = result.headline()
     print(f"report: {Path(args.out) / 'report.md'}  ({result.seconds['total'] / 60:.1f} min)")
     print(
-        f"AU mean F1 (lab world, fold 1):  CLEF {100 * h['au_mean_f1_clef']:.1f}   I {100 * h['au_mean_f1_i']:.1f}"
+        f"AU mean F1 (lab world, fold 1):  CLEF {100 * h['au_mean_f1_clef']:.1f}   "
+        f"I {100 * h['au_mean_f1_i']:.1f}"
     )
     print(
-        f"FER accuracy (wild world):       CLEF {100 * h['fer_accuracy_clef']:.1f}   I {100 * h['fer_accuracy_i']:.1f}"
+        f"FER accuracy (wild world):       CLEF {100 * h['fer_accuracy_clef']:.1f}   "
+        f"I {100 * h['fer_accuracy_i']:.1f}"
     )
     print("(synthetic world: not real-data results)")
     return 0

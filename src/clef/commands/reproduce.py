@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     for key, tasks in result.ablation.items():
         au, fer = tasks.get("au", []), tasks.get("fer", [])
         print(
-            f"  {key:20s} AU F1 {100 * sum(au) / max(len(au), 1):5.1f}   FER acc {100 * sum(fer) / max(len(fer), 1):5.1f}"
+            f"  {key:20s} AU F1 {100 * sum(au) / max(len(au), 1):5.1f}   "
+            f"FER acc {100 * sum(fer) / max(len(fer), 1):5.1f}"
         )
     return 0
