@@ -35,9 +35,9 @@ DEMO_PRESETS: dict[str, ReproduceConfig] = {
     "default": ReproduceConfig(
         mode="demo",
         world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=1600),
-        stage1_steps=200,
+        stage1_steps=150,
         stage1_frames_per_activity=6,
-        stage2_steps=200,
+        stage2_steps=150,
         batch_size=48,
     ),
     "quick": ReproduceConfig(
