@@ -76,3 +76,22 @@ def test_reproduce_micro_end_to_end(tmp_path: Path):
     assert all(len(v["au"]) == 1 and len(v["fer"]) == 1 for v in results["ablation"].values())
     assert {k.split("/")[0] for k in results["zeroshot"]} == {"unseen-expressions", "au-to-fer"}
     assert "| base |" in (out / "report.md").read_text()
+
+
+def test_results_round_trip_and_merge(tmp_path):
+    from clef.reproduce import load_results, merge_results
+
+    parts = []
+    for seed, value in ((0, 0.4), (1, 0.5)):
+        r = ReproduceResult(PRESETS["quick"].__class__(seeds=(seed,)))
+        r.ablation = {"04_base_i": {"au": [value], "fer": [value]}}
+        r.zeroshot = {"au-to-fer/names/base": [_score("au-to-fer", "names", value)]}
+        r.seconds = {f"stage1/pi/seed{seed}": 1.0, "total": 2.0}
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "results.json").write_text(json.dumps(r.to_dict()))
+        parts.append(load_results(tmp_path / f"s{seed}"))
+    merged = merge_results(parts)
+    assert merged.config.seeds == (0, 1) and merged.ablation["04_base_i"]["au"] == [0.4, 0.5]
+    assert [s.accuracy_unseen for s in merged.zeroshot["au-to-fer/names/base"]] == [0.4, 0.5]
+    with pytest.raises(ValueError, match="share seeds"):
+        merge_results([parts[0], parts[0]])

@@ -46,6 +46,8 @@ __all__ = [
     "stage1_config",
     "stage2_config",
     "reproduce",
+    "load_results",
+    "merge_results",
     "write_report",
 ]
 
@@ -277,6 +279,13 @@ def reproduce(
             parts = list(pool.map(_seed_worker, [(cfg, out, seed, threads_per_job) for seed in cfg.seeds]))
     else:
         parts = [_run_seed(cfg, out, seed, progress, log) for seed in cfg.seeds]
+    _merge_into(result, parts)
+    result.seconds["total"] = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    return result
+
+
+def _merge_into(result: ReproduceResult, parts: Sequence[ReproduceResult]) -> None:
     for part in parts:  # seed order kept: lists are per seed
         for key, tasks in part.ablation.items():
             for task, values in tasks.items():
@@ -287,9 +296,41 @@ def reproduce(
             result.per_au.setdefault(key, []).extend(values)
         result.seconds.update(part.seconds)
         result.aus = part.aus or result.aus
-    result.seconds["total"] = time.perf_counter() - start
-    (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+
+
+def load_results(path: str | Path) -> ReproduceResult:
+    """Read a ``results.json`` written by :func:`reproduce` (``path``: the file or its folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    data = json.loads(path.read_text())
+    c = dict(data["config"])
+    c["world"] = WorldConfig(**c["world"])
+    c["seeds"], c["seen"] = tuple(c["seeds"]), tuple(c["seen"])
+    result = ReproduceResult(ReproduceConfig(**c))
+    result.ablation = data["ablation"]
+    result.zeroshot = {k: [ZeroShotScore(**s) for s in v] for k, v in data["zeroshot"].items()}
+    result.seconds, result.per_au, result.aus = data["seconds"], data["per_au"], data["aus"]
     return result
+
+
+def merge_results(results: Sequence[ReproduceResult]) -> ReproduceResult:
+    """One result over the seeds of several runs of the same preset (e.g. seeds run on two machines).
+
+    Raises:
+        ValueError: the runs used different settings, or share a seed.
+    """
+    first = results[0].config
+    for r in results[1:]:
+        if dataclasses.replace(r.config, seeds=first.seeds) != first:
+            raise ValueError("runs with different settings cannot be merged")
+    seeds = [s for r in results for s in r.config.seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"runs share seeds: {seeds}")
+    merged = ReproduceResult(dataclasses.replace(first, seeds=tuple(seeds)))
+    _merge_into(merged, results)
+    merged.seconds.pop("total", None)
+    return merged
 
 
 def _seed_worker(args) -> ReproduceResult:
@@ -499,7 +540,12 @@ def write_report(result: ReproduceResult, out: str | Path, notes: str = "") -> P
     plot_zeroshot(result, out / "zeroshot.png")
     cfg = result.config
     n = len(cfg.seeds)
-    minutes = result.seconds.get("total", float("nan")) / 60
+    total = result.seconds.get("total")
+    wall = (
+        f"**{total / 60:.1f} min** for the whole run"
+        if total
+        else "runs merged from several processes, see below"
+    )
     spread = "mean ± sample std over seeds" if n > 1 else "one seed, no spread"
     text = f"""# CLEF on the built-in synthetic world: ablation and zero-shot ({cfg.mode} mode)
 
@@ -517,7 +563,7 @@ training subjects (shared by the AU and FER rows); stage 2: {cfg.stage2_steps} s
 {cfg.batch_size}. AU = fold {cfg.au_fold} of the 3-fold protocol only (test subjects unseen in both
 stages), mean F1 over the 12 BP4D AUs at threshold 0.5. FER = accuracy on the world's test split.
 Zero-shot split (ours, method.md §5): seen = {", ".join(cfg.seen)}; unseen = the other wild classes.
-Wall time: **{minutes:.1f} min** for the whole run.
+Wall time: {wall}.
 
 ## Ablation (%)
 

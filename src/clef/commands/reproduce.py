@@ -39,12 +39,24 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--jobs", type=int_at_least(1), default=1, help="run the seeds in this many processes (1 thread each)"
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="run nothing: merge these runs' results.json (same preset, other seeds) into OUT/report.md",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from clef.reproduce import PRESETS, reproduce, write_report
+    from clef.reproduce import PRESETS, load_results, merge_results, reproduce, write_report
+
+    if args.merge:
+        merged = merge_results([load_results(d) for d in args.merge])
+        print(f"report: {write_report(merged, args.out)} (seeds {', '.join(map(str, merged.config.seeds))})")
+        return 0
 
     mode = "full" if args.full else "micro" if args.micro else "quick"
     cfg = PRESETS[mode]
