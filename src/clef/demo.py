@@ -187,7 +187,7 @@ def _plot_confusions(result: DemoResult, path: Path) -> Path:
 
     classes = result.fer["CLEF"].classes
     n = len(classes)
-    fig = Figure(figsize=(2 + 1.2 * n, 1.2 + 0.6 * n))
+    fig = Figure(figsize=(2 + 1.2 * n, 1.8 + 0.6 * n))
     axes = fig.subplots(1, 2)
     for ax, name in zip(axes, ("I", "CLEF"), strict=True):
         r = result.fer[name]

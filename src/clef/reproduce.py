@@ -524,6 +524,7 @@ def plot_zeroshot(result: ReproduceResult, path: Path) -> Path:
         chance = 100 * (result.zeroshot.get(f"{k}/base") or result.zeroshot.get(f"{k}/CLEF"))[0].chance_unseen
         ax.plot([xi - 0.4, xi + 0.4], [chance, chance], "k--", lw=1)
     ax.set_xticks(x, [k.replace("/", "\n") for k in keys], fontsize=8)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("accuracy on unseen-class images (%)")
     ax.set_title("Zero-shot (dashed: chance)", fontsize=9)
     ax.legend(fontsize=8)
