@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "finetune": "clef.commands.finetune",
     "evaluate": "clef.commands.evaluate",
     "crossval": "clef.commands.crossval",
+    "zeroshot": "clef.commands.zeroshot",
+    "reproduce": "clef.commands.reproduce",
+    "demo": "clef.commands.demo",
 }
 
 
