@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clef.reproduce import ReproduceConfig, stage1_config, stage2_config
+from clef.reproduce import PRESETS, ReproduceConfig, stage1_config, stage2_config
 from clef.synth.world import WorldConfig
 
 __all__ = ["DEMO_PRESETS", "DemoResult", "run_demo", "write_demo_report"]
@@ -40,17 +40,8 @@ DEMO_PRESETS: dict[str, ReproduceConfig] = {
         stage2_steps=150,
         batch_size=48,
     ),
-    "quick": ReproduceConfig(
-        mode="demo-quick",
-        world=WorldConfig(
-            lab_subjects=6, frames_per_video=3, wild_images=70, disfa_subjects=1, disfa_frames=4
-        ),
-        backbone_config={"cnn_widths": [8, 16], "embed_dim": 32},
-        stage1_steps=2,
-        stage1_frames_per_activity=2,
-        stage2_steps=2,
-        batch_size=16,
-    ),
+    # The wiring check of the tests: reproduce's smallest setting.
+    "quick": dataclasses.replace(PRESETS["micro"], mode="demo-quick"),
 }
 
 CLEF_SWITCHES = {"head": "names", "description_loss": True}  # I + N + D, from stage 1 PA+PI
