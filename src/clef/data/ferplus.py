@@ -33,23 +33,14 @@ from clef.data.problems import Problems
 from clef.data.reading import FolderListing, read_csv_rows
 from clef.data.records import make_records
 from clef.errors import UserError
+from clef.labels import EXPRESSIONS
 
 LABEL_FILE = "fer2013new.csv"
 PIXELS_FILE = "fer2013.csv"
 DEFAULT_CACHE = "clef_fer2013_images"
-# Vote columns in the file's order; the first 8 are the classes (canonical names, same order).
-VOTE_COLUMNS: tuple[str, ...] = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-    "unknown",
-    "NF",
-)
+# Vote columns in the file's order: the 8 classes in exactly the canonical order, then the two
+# non-classes.
+VOTE_COLUMNS: tuple[str, ...] = (*EXPRESSIONS, "unknown", "NF")
 FERPLUS_CLASSES: tuple[str, ...] = VOTE_COLUMNS[:8]
 UNKNOWN, NOT_FACE = 8, 9
 USAGE_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
