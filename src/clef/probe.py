@@ -137,24 +137,14 @@ def extract_features(
 ) -> np.ndarray:
     """Frozen image embeddings of ``records`` -> float32 (N, D), rows in record order.
 
-    The model is put in eval mode and moved to ``device``; images are decoded at the model's input
-    size, scaled to [0, 1] and normalised with ``model.preprocess``.
+    The model is moved to ``device`` and put in eval mode; decoding and normalisation are those of
+    :func:`clef.stage2.embed_images`.
     """
-    from tqdm.auto import tqdm
-
-    from clef.data.dataset import ImageRecords
+    from clef.stage2 import embed_images
 
     device = torch.device(device)
     model.eval().to(device)
-    dataset = ImageRecords(records, image_size=model.preprocess.image_size, expressions=None)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    out = []
-    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        x = batch["image"].to(device).float().div_(255.0)
-        out.append(model.encode_image(model.preprocess.normalize(x)).float().cpu())
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(out).numpy()
+    return embed_images(model, records, batch_size, device, workers, progress, desc=desc).numpy()
 
 
 def subject_split(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -631,15 +631,19 @@ def embed_images(
     device: str | torch.device = "cpu",
     workers: int = 0,
     progress: bool = True,
+    desc: str = "embedding",
 ) -> torch.Tensor:
-    """(N, D) unit-norm image embeddings of every record, in table order, on the CPU (no augmentation)."""
+    """(N, D) unit-norm image embeddings of every record, in table order, on the CPU (no augmentation).
+
+    ``clef`` must already be on ``device``; it runs in eval mode and gets its train/eval mode back.
+    """
     dataset = ImageRecords(records, clef.preprocess.image_size, expressions=None)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     was_training = clef.training
     clef.eval()
     out = []
     try:
-        for batch in tqdm(loader, desc="embedding", unit="batch", disable=not progress, leave=False):
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             x = clef.preprocess.normalize(to_float(batch["image"].to(device)))
             out.append(clef.encode_image(x).float().cpu())
     finally:
