@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clef.reproduce import PRESETS, ReproduceConfig, stage1_config, stage2_config
+from clef.reproduce import PRESETS, ReproduceConfig, ensure_world, stage1_config, stage2_config
 from clef.synth.world import WorldConfig
 
 __all__ = ["DEMO_PRESETS", "DemoResult", "run_demo", "write_demo_report"]
@@ -80,17 +80,14 @@ def run_demo(
     from clef.data import load_dataset
     from clef.pretrain import pretrain
     from clef.stage2 import embed_images, finetune, load_finetuned
-    from clef.synth.export import write_world
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(cfg)
     seed = cfg.seeds[0]
     start = time.perf_counter()
-    world = out / "world"
-    if not (world / "world.json").is_file():
-        log(f"[1/5] rendering the built-in world into {world}")
-        write_world(cfg.world, world, domains=("lab", "wild"), workers=2, progress=progress)
+    log("[1/5] the built-in world")
+    world = ensure_world(cfg.world, out / "world", log, progress)
     result.seconds["world"] = time.perf_counter() - start
     roots = {"au": world / "bp4d", "fer": world / "rafdb"}
     records = {"au": load_dataset("bp4d", roots["au"]), "fer": load_dataset("rafdb", roots["fer"])}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -246,6 +247,27 @@ class ReproduceResult:
         }
 
 
+def ensure_world(world_cfg: WorldConfig, folder: Path, log: Callable[[str], None], progress: bool) -> Path:
+    """Render the lab and wild domains of ``world_cfg`` into ``folder`` unless it already holds them.
+
+    A folder rendered earlier is reused only when its ``world.json`` records the same config, so a
+    run never trains on a world of another size or seed.
+    """
+    from clef.synth.export import DOMAIN_FOLDERS, write_world
+
+    manifest = folder / "world.json"
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text()).get("config")
+        if recorded == json.loads(json.dumps(dataclasses.asdict(world_cfg))):
+            return folder
+        log(f"{folder} holds a world of another config: rendering it again")
+        for domain in ("lab", "wild"):  # stale frames and label files of the old world must go
+            shutil.rmtree(folder / DOMAIN_FOLDERS[domain], ignore_errors=True)
+    log(f"rendering the built-in world into {folder}")
+    write_world(world_cfg, folder, domains=("lab", "wild"), workers=2, progress=progress)
+    return folder
+
+
 def reproduce(
     cfg: ReproduceConfig,
     out: str | Path,
@@ -260,16 +282,11 @@ def reproduce(
     models with their ``eval/`` files). ``jobs`` > 1 runs the seeds in that many worker processes
     (spawned; ``threads_per_job`` torch threads each, no progress bars).
     """
-    from clef.synth.export import write_world
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ReproduceResult(cfg)
     start = time.perf_counter()
-    world = out / "world"
-    if not (world / "world.json").is_file():
-        log(f"rendering the world into {world}")
-        write_world(cfg.world, world, domains=("lab", "wild"), workers=2, progress=progress)
+    ensure_world(cfg.world, out / "world", log, progress)
     result.seconds["world"] = time.perf_counter() - start
     if jobs > 1 and len(cfg.seeds) > 1:
         from concurrent.futures import ProcessPoolExecutor
