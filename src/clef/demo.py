@@ -34,11 +34,11 @@ __all__ = ["DEMO_PRESETS", "DemoResult", "run_demo", "write_demo_report"]
 DEMO_PRESETS: dict[str, ReproduceConfig] = {
     "default": ReproduceConfig(
         mode="demo",
-        world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=1600),
-        stage1_steps=150,
+        world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=2000),
+        stage1_steps=200,
         stage1_frames_per_activity=6,
-        stage2_steps=150,
-        batch_size=48,
+        stage2_steps=400,
+        batch_size=32,
     ),
     # The wiring check of the tests: reproduce's smallest setting.
     "quick": dataclasses.replace(PRESETS["micro"], mode="demo-quick"),

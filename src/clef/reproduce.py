@@ -60,11 +60,15 @@ class ReproduceConfig:
     mode: str = "quick"
     seeds: tuple[int, ...] = (0,)
     world: WorldConfig = WorldConfig(lab_subjects=41, frames_per_video=8, wild_images=1000)
-    # Offline backbone overrides: a small residual CNN from scratch + the pretrained MiniLM text tower.
-    backbone_config: dict[str, Any] = field(default_factory=lambda: {"cnn_widths": [16, 32, 64, 128]})
+    # Offline backbone overrides: a small residual CNN from scratch at 32 px (the world is rendered at
+    # 64 px and resized on load) + the pretrained MiniLM text tower. At 32 px a CNN from scratch leaves
+    # the majority-class plateau on the wild world after ~300 steps (reports/world_calibration.md).
+    backbone_config: dict[str, Any] = field(
+        default_factory=lambda: {"cnn_widths": [16, 32, 64, 128], "image_size": 32}
+    )
     stage1_steps: int = 60
     stage1_frames_per_activity: int = 4  # x 8 activities per batch
-    stage2_steps: int = 60
+    stage2_steps: int = 120
     batch_size: int = 32
     # Only the last MiniLM block + the projection train (stage 1 with PA, stage 2 with text heads):
     # L_DN needs a trainable text side, and the whole tower is too slow on a 2-core CPU.
@@ -92,10 +96,10 @@ PRESETS: dict[str, ReproduceConfig] = {
     "full": ReproduceConfig(
         mode="full",
         seeds=(0, 1, 2),
-        world=WorldConfig(lab_subjects=41, frames_per_video=10, wild_images=1400),
-        stage1_steps=80,
+        world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=2000),
+        stage1_steps=200,
         stage1_frames_per_activity=6,
-        stage2_steps=80,
+        stage2_steps=400,
         batch_size=32,
     ),
 }

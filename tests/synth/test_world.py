@@ -54,7 +54,7 @@ def test_videos_are_deterministic_smooth_and_mostly_calm():
     assert video.expression == again.expression
     # Neighbouring frames are near duplicates: the median per-frame change is small.
     step = np.abs(np.diff(video.au, axis=0)).max(axis=1)
-    assert np.median(step) < 0.35
+    assert np.median(step) < 0.5  # episodes reach 5 over 3-8 onset frames; most frames move far less
     assert np.all(np.diff(video.frames) == 1)
 
 
