@@ -1,8 +1,10 @@
 """Label-level properties of the built-in world (no pixels)."""
 
 import numpy as np
+import pytest
 
 from clef.data.folds import load_protocol
+from clef.errors import UserError
 from clef.labels import ALL_AUS
 from clef.synth.emotions import EMOTIONS, PROTOTYPES, sample_expression
 from clef.synth.world import (
@@ -79,3 +81,23 @@ def test_wild_split_names_and_label_noise():
     noisy = np.mean([it.label != it.expression for it in items])
     assert 0.1 < noisy < 0.3
     assert make_wild_image(config, 7).au.tolist() == items[7].au.tolist()
+
+
+def test_calibration_fields_move_the_world_and_are_validated():
+    subject = lab_subjects(CONFIG)[0]
+    calm = WorldConfig(lab_subjects=6, episode_gap=60.0, lab_strength=(0.5, 0.5))
+    busy = WorldConfig(lab_subjects=6, episode_gap=5.0, lab_strength=(1.5, 1.5))
+    calm_video = make_video(calm, subject, 0, ACTIVITIES[0], 400)
+    busy_video = make_video(busy, subject, 0, ACTIVITIES[0], 400)
+    assert calm_video.expression.count("neutral") > busy_video.expression.count("neutral")
+    assert busy_video.au.mean() > calm_video.au.mean()
+
+    weak = WorldConfig(wild_images=200, wild_strength=(0.5, 0.5))
+    strong = WorldConfig(wild_images=200, wild_strength=(1.6, 1.6))
+    weak_au = np.mean([make_wild_image(weak, i).au.sum() for i in range(100)])
+    strong_au = np.mean([make_wild_image(strong, i).au.sum() for i in range(100)])
+    assert strong_au > 1.5 * weak_au
+
+    for bad in ({"target_share": 1.5}, {"episode_gap": 0.0}, {"wild_strength": (1.2, 0.8)}):
+        with pytest.raises(UserError, match=next(iter(bad))):
+            WorldConfig(**bad)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from clef.errors import UserError
 from clef.labels import ALL_AUS
 from clef.synth.emotions import EMOTIONS, sample_expression
 from clef.synth.identity import Identity, sample_identity
@@ -107,6 +108,16 @@ class WorldConfig:
     lab_strength: tuple[float, float] = (0.8, 1.4)  # episode intensity factor (x the subject's expressivity)
     wild_strength: tuple[float, float] = (1.0, 1.7)  # wild stills: RAF-DB's labels need clear expressions
     uncoded_rate: float = 0.03  # share of lab frames whose AU labels are left uncoded (9)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.target_share <= 1.0:
+            raise UserError(f"WorldConfig.target_share must be in [0, 1], got {self.target_share}")
+        if not self.episode_gap > 0:
+            raise UserError(f"WorldConfig.episode_gap must be > 0 frames, got {self.episode_gap}")
+        for name in ("lab_strength", "wild_strength"):
+            low, high = getattr(self, name)
+            if not 0.0 <= low <= high:
+                raise UserError(f"WorldConfig.{name} needs 0 <= low <= high, got ({low}, {high})")
 
 
 @dataclass(frozen=True)
