@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clef.ablation import ABLATION_ROWS
 from clef.cli import main
+from clef.labels import BP4D_AUS
 from clef.reproduce import PRESETS, ROWS, ReproduceResult, stage1_config, stage2_config, write_report
 from clef.zeroshot import ZeroShotScore
 
@@ -95,3 +97,36 @@ def test_results_round_trip_and_merge(tmp_path):
     assert [s.accuracy_unseen for s in merged.zeroshot["au-to-fer/names/base"]] == [0.4, 0.5]
     with pytest.raises(ValueError, match="share seeds"):
         merge_results([parts[0], parts[0]])
+
+
+def test_trivial_baselines_match_a_hand_count(tmp_path):
+    from clef.data import load_dataset
+    from clef.data.folds import split_fold
+    from clef.reproduce import ensure_world, trivial_baselines
+
+    cfg = PRESETS["micro"]
+    world = ensure_world(cfg.world, tmp_path / "world", lambda m: None, progress=False)
+    b = trivial_baselines(cfg, world)
+    lab = load_dataset("bp4d", world / "bp4d")
+    _, test = split_fold(lab, cfg.au_fold, lab.attrs.get("protocol"))
+    f1s = []
+    for au in BP4D_AUS:
+        coded = test[f"AU{au}"].dropna()
+        p = float((coded == 1).mean())
+        f1s.append(2 * p / (1 + p))  # precision p, recall 1
+    assert b["au_all_positive_f1"] == pytest.approx(np.mean(f1s))
+    wild = load_dataset("rafdb", world / "rafdb")
+    majority = wild[wild.split == "train"].expression.value_counts().idxmax()
+    assert b["fer_majority_class"] == majority
+    test_wild = wild[wild.split == "test"]
+    assert b["fer_majority_accuracy"] == pytest.approx((test_wild.expression == majority).mean())
+
+    result = ReproduceResult(cfg, baselines=b)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text(json.dumps(result.to_dict()))
+    from clef.reproduce import load_results
+
+    loaded = load_results(tmp_path / "r")
+    assert loaded.baselines == b and loaded.config == cfg  # tuples of the world config survive JSON
+    report = write_report(loaded, tmp_path / "r").read_text()
+    assert f"mean F1 **{100 * b['au_all_positive_f1']:.1f}**" in report

@@ -44,6 +44,7 @@ __all__ = [
     "Row",
     "ROWS",
     "ReproduceResult",
+    "trivial_baselines",
     "stage1_config",
     "stage2_config",
     "reproduce",
@@ -239,6 +240,7 @@ class ReproduceResult:
     seconds: dict[str, float] = field(default_factory=dict)
     per_au: dict[str, list[list[float]]] = field(default_factory=dict)  # row key -> per seed per-AU F1
     aus: list[int] = field(default_factory=list)
+    baselines: dict[str, Any] = field(default_factory=dict)  # trivial predictors, see trivial_baselines
 
     def to_dict(self) -> dict:
         return {
@@ -248,6 +250,7 @@ class ReproduceResult:
             "seconds": self.seconds,
             "per_au": self.per_au,
             "aus": self.aus,
+            "baselines": self.baselines,
         }
 
 
@@ -292,6 +295,7 @@ def reproduce(
     start = time.perf_counter()
     ensure_world(cfg.world, out / "world", log, progress)
     result.seconds["world"] = time.perf_counter() - start
+    result.baselines = trivial_baselines(cfg, out / "world")
     if jobs > 1 and len(cfg.seeds) > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -306,6 +310,33 @@ def reproduce(
     return result
 
 
+def trivial_baselines(cfg: ReproduceConfig, world: Path) -> dict[str, Any]:
+    """What label-blind predictors score on the test sets every row is scored on.
+
+    ``au_all_positive_f1``: mean F1 over the BP4D AUs of predicting every AU present on fold
+    ``cfg.au_fold``'s test frames (masked labels excluded), i.e. mean of 2p / (1 + p) over base rates p;
+    ``fer_majority_accuracy`` / ``fer_majority_class``: always answering the training split's most
+    frequent class on the wild test split.
+    """
+    from clef.data import load_dataset
+    from clef.data.records import au_targets
+    from clef.labels import BP4D_AUS
+    from clef.stage2 import DataConfig, split_records
+
+    lab = load_dataset("bp4d", world / "bp4d")
+    _, lab_test = split_records(lab, DataConfig(dataset="bp4d", root=str(world / "bp4d"), fold=cfg.au_fold))
+    targets, mask = au_targets(lab_test, BP4D_AUS)
+    base_rate = (targets * mask).sum(axis=0) / np.maximum(mask.sum(axis=0), 1)
+    wild = load_dataset("rafdb", world / "rafdb")
+    train, test = wild[wild["split"] == "train"], wild[wild["split"] == "test"]
+    majority = str(train["expression"].value_counts().idxmax())
+    return {
+        "au_all_positive_f1": float(np.mean(2 * base_rate / (1 + base_rate))),
+        "fer_majority_accuracy": float((test["expression"] == majority).mean()),
+        "fer_majority_class": majority,
+    }
+
+
 def _merge_into(result: ReproduceResult, parts: Sequence[ReproduceResult]) -> None:
     for part in parts:  # seed order kept: lists are per seed
         for key, tasks in part.ablation.items():
@@ -317,6 +348,7 @@ def _merge_into(result: ReproduceResult, parts: Sequence[ReproduceResult]) -> No
             result.per_au.setdefault(key, []).extend(values)
         result.seconds.update(part.seconds)
         result.aus = part.aus or result.aus
+        result.baselines = result.baselines or part.baselines
 
 
 def load_results(path: str | Path) -> ReproduceResult:
@@ -326,12 +358,13 @@ def load_results(path: str | Path) -> ReproduceResult:
         path = path / "results.json"
     data = json.loads(path.read_text())
     c = dict(data["config"])
-    c["world"] = WorldConfig(**c["world"])
+    c["world"] = WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c["world"].items()})
     c["seeds"], c["seen"] = tuple(c["seeds"]), tuple(c["seen"])
     result = ReproduceResult(ReproduceConfig(**c))
     result.ablation = data["ablation"]
     result.zeroshot = {k: [ZeroShotScore(**s) for s in v] for k, v in data["zeroshot"].items()}
     result.seconds, result.per_au, result.aus = data["seconds"], data["per_au"], data["aus"]
+    result.baselines = data.get("baselines", {})
     return result
 
 
@@ -437,6 +470,18 @@ def _tick(on: bool) -> str:
     return "✓" if on else ""
 
 
+def _baseline_line(result: ReproduceResult) -> str:
+    b = result.baselines
+    if not b:
+        return "(Trivial-predictor scores were not recorded for this run.)"
+    return (
+        f"Label-blind predictors on the same test sets: every AU present → mean F1 "
+        f'**{100 * b["au_all_positive_f1"]:.1f}**; always "{b["fer_majority_class"]}" (the training '
+        f"split's majority class) → FER accuracy **{100 * b['fer_majority_accuracy']:.2f}**. A row below "
+        "these has not learned its task."
+    )
+
+
 def ablation_table(result: ReproduceResult) -> str:
     """The ablation in the paper's layout (our numbers, then the paper's row for reference)."""
     lines = [
@@ -510,6 +555,10 @@ def plot_ablation(result: ReproduceResult, path: Path) -> Path:
         stds = [float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0 for v in vals]
         y = np.arange(len(ROWS))
         ax.barh(y, means, xerr=stds, color=colours)
+        trivial = result.baselines.get("au_all_positive_f1" if task == "au" else "fer_majority_accuracy")
+        if trivial is not None:  # what a label-blind predictor scores: rows left of it learned nothing
+            ax.axvline(100 * trivial, color="k", linestyle="--", linewidth=1, label="label-blind predictor")
+            ax.legend(loc="lower right", fontsize=7)
         for yi, m in zip(y, means, strict=True):
             ax.text(m, yi, f" {m:.1f}", va="center", fontsize=7)
         ax.set_yticks(y, labels if task == "au" else [""] * len(y), fontsize=7)
@@ -590,6 +639,8 @@ Wall time: {wall}.
 ## Ablation (%)
 
 {ablation_table(result)}
+
+{_baseline_line(result)}
 
 ![ablation](ablation.png)
 
