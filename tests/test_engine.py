@@ -288,8 +288,13 @@ def test_channels_last_fused_run_resumes_exactly_with_plain_checkpoints(tmp_path
     resumed = _conv_run(tmp_path / "b", cfg, resume=tmp_path / "b" / CHECKPOINT_NAME)
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, reference.state_dict()[key]), key
-    # The default layout and optimiser reach the same weights up to rounding.
-    plain = _conv_run(tmp_path / "c", dataclasses.replace(cfg, channels_last=False, fused_optimizer=False))
-    for key, value in plain.state_dict().items():
-        # atol: Adam's normalised step turns rounding-level gradient differences into ~1e-5 moves.
-        assert torch.allclose(value, reference.state_dict()[key], rtol=1e-4, atol=2e-4), key
+    # The default layout and optimiser reach the same weights up to rounding, and so does a run whose
+    # checkpoint was written by the per-tensor AdamW and resumed with the fused one.
+    before = dataclasses.replace(cfg, channels_last=False, fused_optimizer=False)
+    plain = _conv_run(tmp_path / "c", before)
+    _conv_run(tmp_path / "d", dataclasses.replace(before, steps=2))
+    switched = _conv_run(tmp_path / "d", cfg, resume=tmp_path / "d" / CHECKPOINT_NAME)
+    for other in (plain, switched):
+        for key, value in other.state_dict().items():
+            # atol: Adam's normalised step turns rounding-level gradient differences into ~1e-5 moves.
+            assert torch.allclose(value, reference.state_dict()[key], rtol=1e-4, atol=2e-4), key

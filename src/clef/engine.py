@@ -182,20 +182,25 @@ def build_optimizer(groups: Mapping[str, ParamGroup], cfg: EngineConfig) -> torc
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
-def _keep_implementation(optimizer: torch.optim.Optimizer) -> None:
-    """After ``load_state_dict``: use the implementation chosen at construction, not the saved one.
+def _after_load(optimizer: torch.optim.Optimizer) -> None:
+    """After ``load_state_dict``: the implementation chosen at construction, state laid out like params.
 
     ``load_state_dict`` copies every group setting from the checkpoint, including ``fused`` and
-    ``foreach``; a checkpoint written with another implementation would otherwise switch it.
+    ``foreach``; a checkpoint written with another implementation would otherwise switch it. And it
+    keeps the saved memory layout of ``exp_avg``/``exp_avg_sq``: after a change of ``channels_last``
+    they would differ from their parameter's, which torch's fused kernel does not check: it pairs
+    elements by storage order and silently updates the wrong weights (measured with torch 2.13).
     """
     fused = bool(optimizer.defaults.get("fused"))
     for group in optimizer.param_groups:
         group["fused"] = optimizer.defaults.get("fused")
         group["foreach"] = optimizer.defaults.get("foreach")
-    if fused:  # the fused kernel wants the step count as a float32 tensor on the parameter's device
-        for param, state in optimizer.state.items():
-            if "step" in state:
-                state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)  # param's strides
+        if fused and "step" in state:  # the fused kernel wants a float32 step count on the param's device
+            state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
 
 
 def _channels_last_safe(model: torch.nn.Module) -> bool:
@@ -474,7 +479,7 @@ def _train(
         ckpt = load_checkpoint(resume)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        _keep_implementation(optimizer)
+        _after_load(optimizer)
         step, epoch, position = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["position"])
         rng = ckpt["rng"]
         if len(rng) == world:
