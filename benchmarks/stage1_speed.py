@@ -10,16 +10,25 @@ Prints:
      a DataLoader, for the given numbers of workers;
   4. the stage-1 loss (L_II' + L_IA) forward + backward time at the benchmark batch;
   5. the full stage-1 training step (two views, L_II' + L_IA, AdamW) of a backbone (default: the
-     offline default, random weights: speed does not depend on them): frames/s, peak memory, model
-     FLOPs per step (``torch.utils.flop_counter``: matmuls and convolutions, forward + backward) and
-     MFU = FLOPs / step time / measured matmul peak; and the same step written as a plain PyTorch loop
-     (per-sample CPU augmentation, one image-tower call per view), with the ratio ours / plain
-     (target >= 1.5).
+     offline default, random weights: speed does not depend on them), three variants run interleaved
+     (best of ``--steps`` each):
+     - *ours*: the step :func:`clef.engine.train` runs with the default :class:`EngineConfig`
+       (:func:`clef.engine.training_layout`: channels_last convolution weights; the engine's fused
+       AdamW; gradient clipping): frames/s, peak memory, model FLOPs per step
+       (``torch.utils.flop_counter``: matmuls and convolutions, forward + backward) and
+       MFU = FLOPs / step time / measured matmul peak (target >= 40 %);
+     - *before*: the same engine step with ``channels_last=false, fused_optimizer=false`` and, for
+       the offline CNN, ``cnn_chunk=0`` (the code before those options), for the speed-up they give;
+     - *plain*: the same step written as a plain PyTorch loop (per-sample CPU augmentation, one
+       image-tower call per view, default memory format, torch's default AdamW), and the ratio
+       ours / plain (target >= 1.5);
+     and, as a cross-check, the best step of ``clef.engine.train`` itself from its images/s log.
 
 Numbers from a shared machine are noisy: run it on an idle one.
 
 Usage: ``python benchmarks/stage1_speed.py [--device cpu] [--batch 64] [--size 64] [--workers 0 2]
-[--backbone offline] [--backbone-config '{image_encoder: vit}'] [--steps 5]``
+[--backbone offline] [--backbone-config '{image_encoder: vit}'] [--steps 4] [--threads N]
+[--step-only]``
 """
 
 from __future__ import annotations
@@ -124,69 +133,167 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # whole process, KiB -> MiB
 
 
+_TEXTS = [f"The participant does task number {i}. The target emotion is emotion {i}." for i in range(8)]
+
+
+def _model(device: torch.device, backbone: str, backbone_config: dict):
+    from clef.model import build_model
+
+    torch.manual_seed(0)  # every variant starts from the same weights
+    return build_model(backbone, backbone_config, pretrained=False).to(device).train()
+
+
+def _groups(model) -> dict[str, ParamGroup]:
+    return {k: ParamGroup(v, 1e-4) for k, v in model.param_groups().items() if v}
+
+
+def _engine_step(model, cfg: EngineConfig, batch_cpu: dict, device: torch.device, g: torch.Generator):
+    """One optimiser step as :func:`clef.engine.train` runs it (call inside ``training_layout``).
+
+    Stage1Step under the engine's autocast, backward, gradient clipping, the engine's optimiser
+    (:func:`build_optimizer`), zero grads: everything of the engine's step but the logging.
+    """
+    optimizer = build_optimizer(_groups(model), cfg)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    step = Stage1Step(
+        Stage1LossConfig(gather_distributed=False),
+        BatchAugment(AugmentConfig()),
+        g,
+        model.tokenize(_TEXTS),
+        model.preprocess.normalize,
+    )
+    autocast = torch.autocast(
+        device_type="cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
+    )
+
+    def run() -> None:
+        batch = {k: v.to(device) for k, v in batch_cpu.items()}
+        with autocast:
+            loss = step(model, batch)["loss"]
+        loss.backward()
+        if cfg.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
+def _engine_loop(model, cfg: EngineConfig, batch_cpu: dict, device: torch.device, steps: int) -> float:
+    """Best seconds per step of :func:`clef.engine.train` itself (its own images/s log, one step a line)."""
+    import dataclasses
+    import json
+
+    from clef.engine import train
+
+    g = torch.Generator().manual_seed(0)
+    step = Stage1Step(
+        Stage1LossConfig(gather_distributed=False),
+        BatchAugment(AugmentConfig()),
+        g,
+        model.tokenize(_TEXTS),
+        model.preprocess.normalize,
+    )
+    cfg = dataclasses.replace(
+        cfg, steps=steps, warmup_steps=1, log_every=1, checkpoint_every=10**9, progress=False
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        train(model, step, _groups(model), [batch_cpu] * steps, cfg, tmp, device, generators={"augment": g})
+        lines = (Path(tmp) / "metrics.jsonl").read_text().splitlines()
+    rates = [json.loads(line)["images_per_s"] for line in lines[1:]]  # step 1 warms up
+    return len(batch_cpu["image"]) / max(rates)
+
+
 def full_step(
     device: torch.device, backbone: str, backbone_config: dict, batch: int, steps: int, peak: float
 ) -> dict[str, float]:
-    """Time the stage-1 step ours vs plain; returns frames/s, FLOPs, MFU, peak memory."""
+    """Time the stage-1 step: ours (engine defaults), ours before the speed options, a plain loop.
+
+    The three run interleaved (A, B, C, A, B, C, ...) and each keeps its best time, so a load that
+    comes and goes hits them alike. Each variant has its own model from the same initial weights.
+    """
+    import contextlib
+    import warnings
+
     from torch.utils.flop_counter import FlopCounterMode
 
-    from clef.model import build_model
+    from clef.engine import training_layout
 
-    torch.manual_seed(0)
-    model = build_model(backbone, backbone_config, pretrained=False).to(device).train()
+    model = _model(device, backbone, backbone_config)
     size = model.preprocess.image_size
-    texts = [f"The participant does task number {i}. The target emotion is emotion {i}." for i in range(8)]
-    tokens = model.tokenize(texts)
     g = torch.Generator().manual_seed(0)
     images_cpu = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
-    labels_cpu = torch.arange(batch) % len(texts)
-    groups = {k: ParamGroup(v, 1e-4) for k, v in model.param_groups().items() if v}
-    optimizer = build_optimizer(groups, EngineConfig())
-    augment = BatchAugment(AugmentConfig())
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    step = Stage1Step(
-        Stage1LossConfig(gather_distributed=False), augment, g, tokens, model.preprocess.normalize
-    )
+    labels_cpu = torch.arange(batch) % len(_TEXTS)
+    batch_cpu = {"image": images_cpu, "activity": labels_cpu}
 
-    def ours() -> None:
-        batch_ = {"image": images_cpu.to(device), "activity": labels_cpu.to(device)}
-        with autocast:
-            loss = step(model, batch_)["loss"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    new_cfg = EngineConfig()  # what `clef pretrain` runs (channels_last, fused AdamW)
+    old_cfg = EngineConfig(channels_last=False, fused_optimizer=False)  # the engine before them
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(training_layout(model, new_cfg))
+        ours = _engine_step(model, new_cfg, batch_cpu, device, g)
+        ours()  # warm-up (allocator, kernels, optimiser state)
+        with FlopCounterMode(display=False) as counter:
+            ours()
+        flops = counter.get_total_flops()
+        memory = _peak_memory_mb(device)  # before the other variants' models exist
 
-    def plain() -> None:
-        # What a straightforward loop does: augment each image on the CPU (a Dataset transform), stack,
-        # move, run the image tower once per view, then the same losses and update.
-        v1 = torch.cat([augment(images_cpu[i : i + 1], g) for i in range(batch)]).to(device)
-        v2 = torch.cat([augment(images_cpu[i : i + 1], g) for i in range(batch)]).to(device)
-        labels = labels_cpu.to(device)
-        with autocast:
-            z1 = model.encode_image(model.preprocess.normalize(v1))
-            z2 = model.encode_image(model.preprocess.normalize(v2))
-            text = model.encode_text(tokens)
-            loss = supcon_loss(z1, z2, labels, 10.0) + image_text_loss(
-                torch.cat([z1, z2]), text, torch.cat([labels, labels]), model.scale()
-            )
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        old_config = dict(backbone_config)
+        if backbone == "offline" and backbone_config.get("image_encoder", "cnn") == "cnn":
+            old_config["cnn_chunk"] = 0  # the whole batch in one call, as before the option
+        old_model = _model(device, backbone, old_config)
+        old = _engine_step(old_model, old_cfg, batch_cpu, device, g)
 
-    ours()  # warm-up (allocator, kernels)
-    with FlopCounterMode(display=False) as counter:
-        ours()
-    flops = counter.get_total_flops()
-    t_ours = _best_time(ours, device, steps)
-    memory = _peak_memory_mb(device)
-    t_plain = _best_time(plain, device, max(1, steps // 2))
+        plain_model = _model(device, backbone, backbone_config)
+        # A user's loop: torch's default AdamW (no fused kernel), default memory format, no clipping.
+        plain_opt = build_optimizer(_groups(plain_model), EngineConfig(fused_optimizer=False))
+        augment = BatchAugment(AugmentConfig())
+        tokens = plain_model.tokenize(_TEXTS)
+        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+        def plain() -> None:
+            # What a straightforward loop does: augment each image on the CPU (a Dataset transform),
+            # stack, move, run the image tower once per view, then the same losses and update.
+            v1 = torch.cat([augment(images_cpu[i : i + 1], g) for i in range(batch)]).to(device)
+            v2 = torch.cat([augment(images_cpu[i : i + 1], g) for i in range(batch)]).to(device)
+            labels = labels_cpu.to(device)
+            m = plain_model
+            with autocast:
+                z1 = m.encode_image(m.preprocess.normalize(v1))
+                z2 = m.encode_image(m.preprocess.normalize(v2))
+                text = m.encode_text(tokens)
+                loss = supcon_loss(z1, z2, labels, 10.0) + image_text_loss(
+                    torch.cat([z1, z2]), text, torch.cat([labels, labels]), m.scale()
+                )
+            loss.backward()
+            plain_opt.step()
+            plain_opt.zero_grad(set_to_none=True)
+
+        variants = {"ours": ours, "old": old, "plain": plain}
+        times = {name: float("inf") for name in variants}
+        for fn in (old, plain):
+            fn()  # warm-up
+        for _ in range(steps):
+            for name, fn in variants.items():
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name] = min(times[name], time.perf_counter() - start)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an in-memory list of batches has no resumable sampler
+        t_loop = _engine_loop(model, new_cfg, batch_cpu, device, steps + 1)
     return {
-        "frames_per_s": batch / t_ours,
-        "plain_frames_per_s": batch / t_plain,
+        "frames_per_s": batch / times["ours"],
+        "old_frames_per_s": batch / times["old"],
+        "plain_frames_per_s": batch / times["plain"],
+        "loop_frames_per_s": batch / t_loop,
         "flops": flops,
-        "mfu": flops / t_ours / peak,
+        "mfu": flops / times["ours"] / peak,
+        "old_mfu": flops / times["old"] / peak,
+        "loop_mfu": flops / t_loop / peak,
         "peak_mb": memory,
-        "step_s": t_ours,
+        "step_s": times["ours"],
     }
 
 
@@ -201,7 +308,11 @@ def main() -> None:
     parser.add_argument("--backbone", default="offline")
     parser.add_argument("--backbone-config", default="{}", help="YAML mapping of backbone overrides")
     parser.add_argument("--steps", type=int, default=4, help="timed full steps (best of)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--step-only", action="store_true", help="only the matmul peak and the full step")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch}, image {args.size}px"
@@ -213,17 +324,18 @@ def main() -> None:
         bf16 = matmul_peak(device, torch.bfloat16, 8192)
         print(f"matmul peak bf16: {bf16 / 1e12:.1f} TFLOP/s")
 
-    ours, plain = augment_speed(device, args.batch, args.size, args.repeats)
-    print(
-        f"two-view augmentation: batched {ours:.0f} images/s, per-sample loop {plain:.0f} images/s, "
-        f"ratio {ours / plain:.1f}"
-    )
+    if not args.step_only:
+        ours, plain = augment_speed(device, args.batch, args.size, args.repeats)
+        print(
+            f"two-view augmentation: batched {ours:.0f} images/s, per-sample loop {plain:.0f} images/s, "
+            f"ratio {ours / plain:.1f}"
+        )
 
-    for w, speed in decode_speed(args.batch, args.size, args.workers).items():
-        print(f"decode (ImageRecords, PNG {args.size}px, {w} workers): {speed:.0f} images/s")
+        for w, speed in decode_speed(args.batch, args.size, args.workers).items():
+            print(f"decode (ImageRecords, PNG {args.size}px, {w} workers): {speed:.0f} images/s")
 
-    seconds = loss_time(device, args.batch, args.dim, 8, args.repeats)
-    print(f"L_II' + L_IA forward+backward, batch {args.batch}, dim {args.dim}: {seconds * 1e3:.2f} ms")
+        seconds = loss_time(device, args.batch, args.dim, 8, args.repeats)
+        print(f"L_II' + L_IA forward+backward, batch {args.batch}, dim {args.dim}: {seconds * 1e3:.2f} ms")
 
     import yaml
 
@@ -231,15 +343,30 @@ def main() -> None:
         device, args.backbone, yaml.safe_load(args.backbone_config) or {}, args.batch, args.steps, fp32
     )
     print(
-        f"stage-1 step ({args.backbone}, {args.batch} frames = {2 * args.batch} views): "
-        f"{r['step_s']:.3f} s/step, {r['frames_per_s']:.1f} frames/s, peak memory {r['peak_mb']:.0f} MiB"
+        f"stage-1 step ({args.backbone}, {args.batch} frames = {2 * args.batch} views, defaults: "
+        f"channels_last, fused AdamW, CNN chunks): {r['step_s']:.3f} s/step, "
+        f"{r['frames_per_s']:.1f} frames/s, "
+        f"peak memory {r['peak_mb']:.0f} MiB"
     )
     print(
-        f"  model FLOPs/step {r['flops'] / 1e9:.2f} GFLOP, MFU {100 * r['mfu']:.1f} % of the fp32 matmul peak"
+        f"  model FLOPs/step {r['flops'] / 1e9:.2f} GFLOP, "
+        f"MFU {100 * r['mfu']:.1f} % of the fp32 matmul peak "
+        f"(target >= 40 %: {'met' if r['mfu'] >= 0.4 else 'NOT met'})"
+    )
+    ratio = r["frames_per_s"] / r["plain_frames_per_s"]
+    print(
+        f"  plain loop (per-sample CPU augmentation, default layout, torch's default AdamW): "
+        f"{r['plain_frames_per_s']:.1f} frames/s; ratio ours / plain {ratio:.2f} "
+        f"(target >= 1.5: {'met' if ratio >= 1.5 else 'NOT met'})"
     )
     print(
-        f"  plain loop (per-sample CPU augmentation): {r['plain_frames_per_s']:.1f} frames/s; "
-        f"ratio ours / plain {r['frames_per_s'] / r['plain_frames_per_s']:.2f}"
+        f"  before the speed options (channels_last=false, fused_optimizer=false, cnn_chunk=0): "
+        f"{r['old_frames_per_s']:.1f} frames/s, MFU {100 * r['old_mfu']:.1f} %; "
+        f"ours / before {r['frames_per_s'] / r['old_frames_per_s']:.2f}"
+    )
+    print(
+        f"  cross-check, clef.engine.train itself (its images/s log, best step): "
+        f"{r['loop_frames_per_s']:.1f} frames/s, MFU {100 * r['loop_mfu']:.1f} %"
     )
 
 

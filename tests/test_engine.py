@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ from clef.engine import (
     load_checkpoint,
     seed_everything,
     train,
+    training_layout,
     warmup_cosine,
 )
 
@@ -179,3 +181,120 @@ def test_tensorboard_is_optional(tmp_path):
     else:
         train(model, step_fn, groups, loader, cfg, tmp_path, generators=gens)
         assert (tmp_path / "tensorboard").is_dir()
+
+
+# ------------------------------------------------------------------------- speed options (issue 5)
+class ConvNet(torch.nn.Module):
+    """Stem, GroupNorm, a strided 1×1 shortcut (the SmallCNN pattern), pooled linear head."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.norm = torch.nn.GroupNorm(4, width)
+        self.down = torch.nn.Conv2d(width, width, 1, stride=2, bias=False)
+        self.conv = torch.nn.Conv2d(width, width, 3, stride=2, padding=1)
+        self.head = torch.nn.Linear(width, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.norm(self.stem(x)))
+        return self.head((self.down(h) + self.conv(h)).mean(dim=(2, 3)))
+
+
+def _conv_loss_and_grads(model, x, y):
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_channels_last_layout_gives_the_same_loss_and_gradients_and_is_undone():
+    torch.manual_seed(0)
+    model = ConvNet()
+    x, y = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2])
+    loss, grads = _conv_loss_and_grads(model, x, y)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    with training_layout(model, EngineConfig()):
+        assert model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not model.stem.weight.is_contiguous()  # really converted, not trivially both
+        assert model(x).shape == (6, 3)
+        loss_cl, grads_cl = _conv_loss_and_grads(model, x, y)
+    assert list(model.parameters()) == params  # the same Parameter objects (optimisers keep them)
+    assert torch.allclose(loss_cl, loss, rtol=1e-5, atol=1e-6)
+    for name, g in grads.items():
+        assert torch.allclose(grads_cl[name], g, rtol=1e-4, atol=1e-6), name
+    for key, value in model.state_dict().items():
+        assert value.is_contiguous() and torch.equal(value, before[key]), key
+    # Off by config, and off for a strided 1x1 convolution of < 16 input channels (oneDNN bug).
+    with training_layout(model, EngineConfig(channels_last=False)):
+        assert model.stem.weight.is_contiguous()
+    narrow = ConvNet(width=8)
+    with training_layout(narrow, EngineConfig()):
+        assert narrow.stem.weight.is_contiguous()
+
+
+def test_fused_adamw_is_the_default_and_matches_the_per_tensor_loop():
+    torch.manual_seed(0)
+    a, b = ConvNet(), ConvNet()
+    b.load_state_dict(a.state_dict())
+    opt_a = build_optimizer({"all": ParamGroup(a.parameters(), 1e-2)}, EngineConfig())
+    opt_b = build_optimizer({"all": ParamGroup(b.parameters(), 1e-2)}, EngineConfig(fused_optimizer=False))
+    assert opt_a.defaults["fused"] is True and not opt_b.defaults["fused"]
+    x, y = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2])
+    for _ in range(3):
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            _conv_loss_and_grads(model, x, y)
+            opt.step()
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert not torch.equal(p, ConvNet().state_dict()[name])
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), name
+
+
+class ImageData(torch.utils.data.Dataset):
+    def __init__(self, n=12):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 16, 16, generator=g)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def _conv_run(tmp_path, cfg, resume=None):
+    seed_everything(0)
+    model = ConvNet()
+    loader = torch.utils.data.DataLoader(ImageData(), batch_sampler=RandomBatchSampler(12, 4, seed=1))
+
+    def step_fn(m, batch):
+        return {"loss": F.cross_entropy(m(batch["x"]), batch["y"])}
+
+    groups = {"all": ParamGroup(model.parameters(), 1e-2)}
+    train(model, step_fn, groups, loader, cfg, tmp_path, resume=resume)
+    return model
+
+
+def test_channels_last_fused_run_resumes_exactly_with_plain_checkpoints(tmp_path):
+    cfg = EngineConfig(steps=4, warmup_steps=1, checkpoint_every=2, progress=False)
+    reference = _conv_run(tmp_path / "a", cfg)
+    assert all(p.is_contiguous() for p in reference.parameters())  # layout restored after the run
+    ckpt = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
+    assert set(ckpt["model"]) == set(reference.state_dict())  # plain keys: no compile/DDP prefixes
+    assert all(v.is_contiguous() for v in ckpt["model"].values())
+    # A run stopped after 2 steps and resumed reaches the same weights bit for bit.
+    _conv_run(tmp_path / "b", dataclasses.replace(cfg, steps=2))
+    resumed = _conv_run(tmp_path / "b", cfg, resume=tmp_path / "b" / CHECKPOINT_NAME)
+    for key, value in resumed.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[key]), key
+    # The default layout and optimiser reach the same weights up to rounding, and so does a run whose
+    # checkpoint was written by the per-tensor AdamW and resumed with the fused one.
+    before = dataclasses.replace(cfg, channels_last=False, fused_optimizer=False)
+    plain = _conv_run(tmp_path / "c", before)
+    _conv_run(tmp_path / "d", dataclasses.replace(before, steps=2))
+    switched = _conv_run(tmp_path / "d", cfg, resume=tmp_path / "d" / CHECKPOINT_NAME)
+    for other in (plain, switched):
+        for key, value in other.state_dict().items():
+            # atol: Adam's normalised step turns rounding-level gradient differences into ~1e-5 moves.
+            assert torch.allclose(value, reference.state_dict()[key], rtol=1e-4, atol=2e-4), key
