@@ -14,6 +14,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert f"report: {out / 'report.md'}" in printed and "AU mean F1" in printed and "FER accuracy" in printed
     report = (out / "report.md").read_text()
     assert "Synthetic numbers, not real-data results" in report
+    assert "| label-blind (every AU present; always " in report
     for name in ("au_f1", "fer_confusion", "comparison", "tsne"):
         png = out / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -26,7 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clef.reproduce import PRESETS, ReproduceConfig, ensure_world, stage1_config, stage2_config
+from clef.reproduce import (
+    PRESETS,
+    ReproduceConfig,
+    ensure_world,
+    stage1_config,
+    stage2_config,
+    trivial_baselines,
+)
 from clef.synth.world import WorldConfig
 
 __all__ = ["DEMO_PRESETS", "DemoResult", "run_demo", "write_demo_report"]
@@ -270,6 +277,13 @@ def write_demo_report(result: DemoResult, out: str | Path) -> Path:
     base = "| base rate | " + " | ".join(f"{100 * b:.1f}" for b in au_c.base_rate) + " | |"
     secs = result.seconds
     figs = {k: Path(v).relative_to(out).as_posix() for k, v in result.figures.items()}
+    blind = ""
+    if (out / "world").is_dir():  # what label-blind predictors score on the same test sets
+        b = trivial_baselines(cfg, out / "world")
+        blind = (
+            f'| label-blind (every AU present; always "{b["fer_majority_class"]}") '
+            f"| {100 * b['au_all_positive_f1']:.1f} | {100 * b['fer_majority_accuracy']:.1f} | |\n"
+        )
     text = f"""# clef demo: CLEF vs the image-only baseline on the built-in world
 
 **Synthetic numbers, not real-data results.** Built-in world: {cfg.world.lab_subjects} lab subjects ×
@@ -290,7 +304,7 @@ wild stills (RAF-DB layout, 7 expressions, 5 % label noise). Image encoder: a sm
 |---|---|---|---|
 | I | {100 * au_i.mean_f1:.1f} | {100 * fer_i.accuracy:.1f} | {100 * fer_i.macro_f1:.1f} |
 | CLEF | {100 * au_c.mean_f1:.1f} | {100 * fer_c.accuracy:.1f} | {100 * fer_c.macro_f1:.1f} |
-
+{blind}
 ![comparison]({figs["comparison"]})
 
 ## AU detection: per-AU F1 (%, threshold 0.5, {result.n_test.get("au/CLEF", 0)} test frames)
