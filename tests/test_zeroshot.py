@@ -148,3 +148,24 @@ def test_cli_zeroshot_both_protocols(world, tmp_path, capsys):
     assert code == 0
     saved = json.loads((tmp_path / "b" / "zeroshot" / "zeroshot.json").read_text())
     assert saved["train_classes"] == [] and len(saved["scores"]) == 2
+
+
+def test_finetune_reuses_a_finished_run_of_the_same_config_only(world, tmp_path, monkeypatch):
+    import dataclasses
+
+    cfg = _cfg(world, tmp_path / "run", "au")
+    first = clef.stage2.finetune(cfg, progress=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run of the same config must not train again")
+
+    monkeypatch.setattr(clef.stage2, "train", no_training)
+    again = clef.stage2.finetune(cfg, progress=False, reuse=True)
+    assert again.result.f1 == first.result.f1 and again.result.aus == first.result.aus
+    assert (again.n_train, again.n_test) == (first.n_train, first.n_test)
+    other = dataclasses.replace(cfg, seed=cfg.seed + 1)  # another config in the same folder retrains
+    assert clef.stage2.finished_run(other) is None
+    with pytest.raises(AssertionError, match="must not train"):
+        clef.stage2.finetune(other, progress=False, reuse=True)
+    with pytest.raises(AssertionError, match="must not train"):
+        clef.stage2.finetune(cfg, progress=False)  # reuse is opt-in

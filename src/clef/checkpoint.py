@@ -54,6 +54,12 @@ def _atomic_write(target: Path, write) -> None:
         raise
 
 
+def config_record(value: Any) -> Any:
+    """``value`` (a config dataclass or mapping) as a checkpoint sidecar records it, after a JSON round
+    trip (tuples become lists), so a live config can be compared with a recorded ``training_config``."""
+    return json.loads(json.dumps(_jsonable(value)))
+
+
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)

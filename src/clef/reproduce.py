@@ -387,6 +387,19 @@ def merge_results(results: Sequence[ReproduceResult]) -> ReproduceResult:
     return merged
 
 
+def _finished_stage1(cfg) -> Path | None:
+    """``cfg.out/stage1`` when a stage-1 run of exactly this config finished there (re-runs reuse it)."""
+    from clef.checkpoint import config_record, read_metadata
+    from clef.config import config_to_dict
+
+    checkpoint = Path(cfg.out) / "stage1"
+    if not (checkpoint.with_suffix(".safetensors").is_file() and checkpoint.with_suffix(".json").is_file()):
+        return None
+    if read_metadata(checkpoint).get("training_config") != config_record(config_to_dict(cfg)):
+        return None
+    return checkpoint
+
+
 def _seed_worker(args) -> ReproduceResult:
     import torch
 
@@ -413,10 +426,8 @@ def _run_seed(cfg: ReproduceConfig, out: Path, seed: int, progress: bool, log) -
     for variant in ("pi", "pa_pi"):
         t = time.perf_counter()
         log(f"seed {seed}: stage 1 {variant}")
-        s1 = pretrain(
-            stage1_config(cfg, variant, seed, seed_dir / f"stage1_{variant}", roots["au"], progress)
-        )
-        checkpoints[variant] = Path(s1.checkpoint).with_suffix("")
+        s1_cfg = stage1_config(cfg, variant, seed, seed_dir / f"stage1_{variant}", roots["au"], progress)
+        checkpoints[variant] = _finished_stage1(s1_cfg) or Path(pretrain(s1_cfg).checkpoint).with_suffix("")
         result.seconds[f"stage1/{variant}/seed{seed}"] = time.perf_counter() - t
     for row in ROWS:
         for task in ("au", "fer"):
@@ -426,7 +437,7 @@ def _run_seed(cfg: ReproduceConfig, out: Path, seed: int, progress: bool, log) -
             run = stage2_config(
                 cfg, task, roots[task], seed_dir / row.key / task, seed, ckpt, row.switches, progress
             )
-            res = finetune(run, records=records[task], progress=progress)
+            res = finetune(run, records=records[task], progress=progress, reuse=True)
             value = res.result.mean_f1 if task == "au" else res.result.accuracy
             result.ablation.setdefault(row.key, {}).setdefault(task, []).append(float(value))
             if task == "au":
@@ -442,7 +453,9 @@ def _run_seed(cfg: ReproduceConfig, out: Path, seed: int, progress: bool, log) -
         run = stage2_config(
             cfg, "fer", roots["fer"], seed_dir / f"zeroshot_{model}", seed, ckpt, switches, progress
         )
-        zs = unseen_expression_protocol(run, seen=cfg.seen, records=wild, kinds=("names",), progress=progress)
+        zs = unseen_expression_protocol(
+            run, seen=cfg.seen, records=wild, kinds=("names",), progress=progress, reuse=True
+        )
         assert set(zs.train_expressions) <= set(cfg.seen)
         for s in zs.scores:
             result.zeroshot.setdefault(f"unseen-expressions/{s.texts}/{model}", []).append(s)

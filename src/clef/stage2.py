@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clef.augment import AugmentConfig, BatchAugment, to_float
-from clef.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from clef.checkpoint import config_record, load_checkpoint, read_metadata, save_checkpoint
 from clef.data.dataset import ImageRecords
 from clef.data.folds import split_fold
 from clef.data.records import au_targets, record_aus
@@ -64,6 +64,7 @@ __all__ = [
     "FineTuneModel",
     "Stage2Step",
     "au_pos_weights",
+    "finished_run",
     "stage2_param_groups",
     "build_backbone",
     "build_finetune_model",
@@ -828,6 +829,38 @@ class FinetuneResult:
     init: dict[str, Any]
 
 
+def finished_run(cfg: FinetuneConfig) -> FinetuneResult | None:
+    """The result of a run that already finished in ``cfg.run_dir`` with exactly this config, else None.
+
+    A run counts as finished when ``run_dir/model.{safetensors,json}`` exist and the sidecar's recorded
+    ``training_config`` equals ``cfg`` (after a JSON round trip); its test metrics come from the sidecar.
+    """
+    checkpoint = Path(cfg.run_dir) / "model"
+    if not (checkpoint.with_suffix(".safetensors").is_file() and checkpoint.with_suffix(".json").is_file()):
+        return None
+    try:
+        meta = read_metadata(checkpoint)
+    except UserError:
+        return None
+    if meta.get("training_config") != config_record(cfg):
+        return None
+    metrics, notes = meta.get("metrics"), meta.get("notes") or {}
+    result: AUResult | FERResult | None = None
+    if metrics and cfg.method.task == "au":
+        result = AUResult(metrics["aus"], metrics["f1"], metrics["base_rate"], metrics["n_coded"])
+    elif metrics:
+        result = FERResult(**metrics)
+    return FinetuneResult(
+        Path(cfg.run_dir),
+        checkpoint,
+        result,
+        int(notes.get("n_train", 0)),
+        int(notes.get("n_test", 0)),
+        float(notes.get("train_seconds", 0.0)),
+        notes.get("init", {}),
+    )
+
+
 def finetune(
     cfg: FinetuneConfig,
     records: pd.DataFrame | None = None,
@@ -835,6 +868,7 @@ def finetune(
     resume: str | Path | None = None,
     train_records: pd.DataFrame | None = None,
     test_records: pd.DataFrame | None = None,
+    reuse: bool = False,
 ) -> FinetuneResult:
     """Run stage 2 as ``cfg`` says and write ``run_dir/model.{safetensors,json}`` (+ ``eval/``).
 
@@ -845,11 +879,16 @@ def finetune(
         resume: an engine checkpoint (``run_dir/checkpoint.pt``) to continue from.
         train_records / test_records: explicit selections (e.g. a zero-shot protocol's seen classes);
             when given they replace the split of ``records``.
+        reuse: return :func:`finished_run`'s result, without training, when ``run_dir`` holds a finished
+            run of exactly this config (re-running an interrupted batch of runs redoes only what is
+            missing).
 
     Returns:
         :class:`FinetuneResult`.
     """
     run_dir = Path(cfg.run_dir)
+    if reuse and resume is None and (done := finished_run(cfg)) is not None:
+        return done
     seed_everything(cfg.seed)
     if train_records is None:
         if records is None:

@@ -175,6 +175,7 @@ def unseen_expression_protocol(
     records: pd.DataFrame | None = None,
     kinds: Sequence[str] = ("names",),
     progress: bool = True,
+    reuse: bool = False,
 ) -> ZeroShotResult:
     """Fine-tune FER on the seen expressions only, then score all test images against all classes.
 
@@ -185,6 +186,8 @@ def unseen_expression_protocol(
         seen: the seen classes (must be classes of the dataset).
         records: the dataset's records (loaded from ``cfg.data`` when None).
         kinds: score with the class ``names`` and/or their ``descriptions``.
+        reuse: reuse a finished seen-only run of the same config in ``run_dir`` (see
+            :func:`clef.stage2.finetune`).
 
     Returns:
         :class:`ZeroShotResult`; ``run_dir/model`` holds the seen-only model.
@@ -212,6 +215,7 @@ def unseen_expression_protocol(
         progress=progress,
         train_records=train,
         test_records=test[test["expression"].isin(list(seen_t)).fillna(False).astype(bool)],
+        reuse=reuse,
     )
     model, meta = load_finetuned(result.checkpoint, device=cfg.device)
     if tuple(meta["labels"]) != seen_t:  # the trained label space is the seen classes, nothing else
