@@ -572,8 +572,8 @@ def plot_ablation(result: ReproduceResult, path: Path) -> Path:
         if trivial is not None:  # what a label-blind predictor scores: rows left of it learned nothing
             ax.axvline(100 * trivial, color="k", linestyle="--", linewidth=1, label="label-blind predictor")
             ax.legend(loc="lower right", fontsize=7)
-        for yi, m in zip(y, means, strict=True):
-            ax.text(m, yi, f" {m:.1f}", va="center", fontsize=7)
+        for yi, m, sd in zip(y, means, stds, strict=True):  # the value right of its error bar
+            ax.text(m + sd, yi, f" {m:.1f}", va="center", fontsize=7)
         ax.set_yticks(y, labels if task == "au" else [""] * len(y), fontsize=7)
         ax.invert_yaxis()
         top = max((m + sd for m, sd in zip(means, stds, strict=True) if not np.isnan(m)), default=1.0)
