@@ -102,11 +102,11 @@ def test_results_round_trip_and_merge(tmp_path):
 def test_trivial_baselines_match_a_hand_count(tmp_path):
     from clef.data import load_dataset
     from clef.data.folds import split_fold
-    from clef.reproduce import ensure_world, trivial_baselines
+    from clef.reproduce import ensure_world, world_baselines
 
     cfg = PRESETS["micro"]
     world = ensure_world(cfg.world, tmp_path / "world", lambda m: None, progress=False)
-    b = trivial_baselines(cfg, world)
+    b = world_baselines(cfg, world)
     lab = load_dataset("bp4d", world / "bp4d")
     _, test = split_fold(lab, cfg.au_fold, lab.attrs.get("protocol"))
     f1s = []

@@ -54,10 +54,21 @@ def _atomic_write(target: Path, write) -> None:
         raise
 
 
-def config_record(value: Any) -> Any:
-    """``value`` (a config dataclass or mapping) as a checkpoint sidecar records it, after a JSON round
-    trip (tuples become lists), so a live config can be compared with a recorded ``training_config``."""
-    return json.loads(json.dumps(_jsonable(value)))
+def finished_with(path: str | Path, training_config: Any) -> dict[str, Any] | None:
+    """The sidecar of checkpoint ``path`` when both its files exist and it records exactly
+    ``training_config`` (compared after the JSON round trip the sidecar went through), else None.
+
+    Lets a re-run skip a run that already finished with the same config.
+    """
+    weights, sidecar = checkpoint_paths(path)
+    if not (weights.is_file() and sidecar.is_file()):
+        return None
+    try:
+        meta = read_metadata(path)
+    except UserError:
+        return None
+    recorded = json.loads(json.dumps(_jsonable(training_config)))
+    return meta if meta.get("training_config") == recorded else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -66,6 +66,7 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     n_train: dict[str, int] = field(default_factory=dict)
     n_test: dict[str, int] = field(default_factory=dict)
+    baselines: dict[str, object] = field(default_factory=dict)  # reproduce.trivial_baselines
 
     def headline(self) -> dict[str, float]:
         return {
@@ -98,6 +99,7 @@ def run_demo(
     result.seconds["world"] = time.perf_counter() - start
     roots = {"au": world / "bp4d", "fer": world / "rafdb"}
     records = {"au": load_dataset("bp4d", roots["au"]), "fer": load_dataset("rafdb", roots["fer"])}
+    result.baselines = trivial_baselines(cfg, records["au"], records["fer"])
 
     t = time.perf_counter()
     log("[2/5] stage 1: weakly-supervised pre-training on the lab world (PA + PI)")
@@ -278,8 +280,7 @@ def write_demo_report(result: DemoResult, out: str | Path) -> Path:
     secs = result.seconds
     figs = {k: Path(v).relative_to(out).as_posix() for k, v in result.figures.items()}
     blind = ""
-    if (out / "world").is_dir():  # what label-blind predictors score on the same test sets
-        b = trivial_baselines(cfg, out / "world")
+    if b := result.baselines:  # what label-blind predictors score on the same test sets
         blind = (
             f'| label-blind (every AU present; always "{b["fer_majority_class"]}") '
             f"| {100 * b['au_all_positive_f1']:.1f} | {100 * b['fer_majority_accuracy']:.1f} | |\n"

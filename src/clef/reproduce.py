@@ -45,6 +45,7 @@ __all__ = [
     "ROWS",
     "ReproduceResult",
     "trivial_baselines",
+    "world_baselines",
     "stage1_config",
     "stage2_config",
     "reproduce",
@@ -295,7 +296,7 @@ def reproduce(
     start = time.perf_counter()
     ensure_world(cfg.world, out / "world", log, progress)
     result.seconds["world"] = time.perf_counter() - start
-    result.baselines = trivial_baselines(cfg, out / "world")
+    result.baselines = world_baselines(cfg, out / "world")
     if jobs > 1 and len(cfg.seeds) > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -310,31 +311,37 @@ def reproduce(
     return result
 
 
-def trivial_baselines(cfg: ReproduceConfig, world: Path) -> dict[str, Any]:
+def trivial_baselines(cfg: ReproduceConfig, lab, wild) -> dict[str, Any]:
     """What label-blind predictors score on the test sets every row is scored on.
 
+    ``lab`` / ``wild``: the world's BP4D- and RAF-DB-layout record tables, split as the rows split them.
     ``au_all_positive_f1``: mean F1 over the BP4D AUs of predicting every AU present on fold
     ``cfg.au_fold``'s test frames (masked labels excluded), i.e. mean of 2p / (1 + p) over base rates p;
     ``fer_majority_accuracy`` / ``fer_majority_class``: always answering the training split's most
     frequent class on the wild test split.
     """
-    from clef.data import load_dataset
     from clef.data.records import au_targets
     from clef.labels import BP4D_AUS
     from clef.stage2 import DataConfig, split_records
 
-    lab = load_dataset("bp4d", world / "bp4d")
-    _, lab_test = split_records(lab, DataConfig(dataset="bp4d", root=str(world / "bp4d"), fold=cfg.au_fold))
+    _, lab_test = split_records(lab, DataConfig(dataset="bp4d", fold=cfg.au_fold))
     targets, mask = au_targets(lab_test, BP4D_AUS)
     base_rate = (targets * mask).sum(axis=0) / np.maximum(mask.sum(axis=0), 1)
-    wild = load_dataset("rafdb", world / "rafdb")
-    train, test = wild[wild["split"] == "train"], wild[wild["split"] == "test"]
+    train, test = split_records(wild, DataConfig(dataset="rafdb", fold=None))
     majority = str(train["expression"].value_counts().idxmax())
     return {
         "au_all_positive_f1": float(np.mean(2 * base_rate / (1 + base_rate))),
         "fer_majority_accuracy": float((test["expression"] == majority).mean()),
         "fer_majority_class": majority,
     }
+
+
+def world_baselines(cfg: ReproduceConfig, world: Path) -> dict[str, Any]:
+    """:func:`trivial_baselines` of the world rendered into ``world``."""
+    from clef.data import load_dataset
+
+    lab, wild = load_dataset("bp4d", world / "bp4d"), load_dataset("rafdb", world / "rafdb")
+    return trivial_baselines(cfg, lab, wild)
 
 
 def _merge_into(result: ReproduceResult, parts: Sequence[ReproduceResult]) -> None:
@@ -389,15 +396,11 @@ def merge_results(results: Sequence[ReproduceResult]) -> ReproduceResult:
 
 def _finished_stage1(cfg) -> Path | None:
     """``cfg.out/stage1`` when a stage-1 run of exactly this config finished there (re-runs reuse it)."""
-    from clef.checkpoint import config_record, read_metadata
+    from clef.checkpoint import finished_with
     from clef.config import config_to_dict
 
     checkpoint = Path(cfg.out) / "stage1"
-    if not (checkpoint.with_suffix(".safetensors").is_file() and checkpoint.with_suffix(".json").is_file()):
-        return None
-    if read_metadata(checkpoint).get("training_config") != config_record(config_to_dict(cfg)):
-        return None
-    return checkpoint
+    return checkpoint if finished_with(checkpoint, config_to_dict(cfg)) is not None else None
 
 
 def _seed_worker(args) -> ReproduceResult:

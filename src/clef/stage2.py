@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clef.augment import AugmentConfig, BatchAugment, to_float
-from clef.checkpoint import config_record, load_checkpoint, read_metadata, save_checkpoint
+from clef.checkpoint import finished_with, load_checkpoint, read_metadata, save_checkpoint
 from clef.data.dataset import ImageRecords
 from clef.data.folds import split_fold
 from clef.data.records import au_targets, record_aus
@@ -836,13 +836,8 @@ def finished_run(cfg: FinetuneConfig) -> FinetuneResult | None:
     ``training_config`` equals ``cfg`` (after a JSON round trip); its test metrics come from the sidecar.
     """
     checkpoint = Path(cfg.run_dir) / "model"
-    if not (checkpoint.with_suffix(".safetensors").is_file() and checkpoint.with_suffix(".json").is_file()):
-        return None
-    try:
-        meta = read_metadata(checkpoint)
-    except UserError:
-        return None
-    if meta.get("training_config") != config_record(cfg):
+    meta = finished_with(checkpoint, cfg)
+    if meta is None:
         return None
     metrics, notes = meta.get("metrics"), meta.get("notes") or {}
     result: AUResult | FERResult | None = None

@@ -56,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
         load_results,
         merge_results,
         reproduce,
-        trivial_baselines,
+        world_baselines,
         write_report,
     )
 
     if args.merge:
         merged = merge_results([load_results(d) for d in args.merge])
         if not merged.baselines and (args.merge[0] / "world").is_dir():  # results of older versions
-            merged.baselines = trivial_baselines(merged.config, args.merge[0] / "world")
+            merged.baselines = world_baselines(merged.config, args.merge[0] / "world")
         print(f"report: {write_report(merged, args.out)} (seeds {', '.join(map(str, merged.config.seeds))})")
         return 0
 
