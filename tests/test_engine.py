@@ -298,3 +298,20 @@ def test_channels_last_fused_run_resumes_exactly_with_plain_checkpoints(tmp_path
         for key, value in other.state_dict().items():
             # atol: Adam's normalised step turns rounding-level gradient differences into ~1e-5 moves.
             assert torch.allclose(value, reference.state_dict()[key], rtol=1e-4, atol=2e-4), key
+
+
+@pytest.mark.parametrize("retain", [True, False])
+def test_train_keeps_freed_cpu_memory_while_training_only(tmp_path, retain):
+    from clef import cpu_memory
+
+    model, step_fn, groups, loader, gens = _setup()
+    depths = []
+
+    def recording_step(m, batch):
+        depths.append(cpu_memory._depth)
+        return step_fn(m, batch)
+
+    cfg = dataclasses.replace(CFG, steps=2, retain_cpu_memory=retain)
+    train(model, recording_step, groups, loader, cfg, tmp_path, generators=gens)
+    assert depths and set(depths) == {1 if retain and cpu_memory.available() else 0}
+    assert cpu_memory._depth == 0
