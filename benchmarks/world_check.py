@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from clef.synth.render import render_face, sample_nuisance
 from PIL import Image
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -33,6 +32,7 @@ from clef.data.records import au_targets
 from clef.labels import ALL_AUS, BP4D_AUS, au_intensity_column
 from clef.synth.emotions import EMOTIONS, sample_expression
 from clef.synth.export import write_lab
+from clef.synth.render import render_face, sample_nuisance
 from clef.synth.world import WorldConfig, lab_subjects
 
 
