@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -260,9 +261,9 @@ def _variant_worker(
 ) -> None:
     """Build one variant, warm it up, then answer the parent's commands until "stop".
 
-    Commands: "step" -> seconds of one step; "flops" -> model FLOPs of one step; "memory" -> peak MiB
-    (CPU: this process's maximum resident set; CUDA: max allocated); "loop" -> best seconds per step
-    of clef.engine.train itself (ours only); "stop".
+    Commands: "step" -> (seconds, minor page faults) of one step; "flops" -> model FLOPs of one
+    step; "memory" -> peak MiB (CPU: this process's maximum resident set; CUDA: max allocated);
+    "loop" -> best seconds per step of clef.engine.train itself (ours only); "stop".
     """
     import contextlib
 
@@ -300,10 +301,12 @@ def _variant_worker(
             command = conn.recv()
             if command == "step":
                 _sync(device)
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 fn()
                 _sync(device)
-                conn.send(time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                conn.send((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
             elif command == "flops":
                 with FlopCounterMode(display=False) as counter:
                     fn()
@@ -346,10 +349,13 @@ def full_step(
             if conn.recv() != "ready":
                 raise RuntimeError(f"variant {name} did not start")
         times = {name: float("inf") for name in VARIANTS}
+        faults: dict[str, list[int]] = {name: [] for name in VARIANTS}
         for _ in range(steps):
             for name, (conn, _) in workers.items():
                 conn.send("step")
-                times[name] = min(times[name], conn.recv())
+                seconds, step_faults = conn.recv()
+                times[name] = min(times[name], seconds)
+                faults[name].append(step_faults)
         ours = workers["ours"][0]
         ours.send("memory")
         memory = ours.recv()
@@ -363,6 +369,7 @@ def full_step(
                 conn.send("stop")
             process.join(timeout=30)
     result = {f"{name}_frames_per_s": batch / t for name, t in times.items()}
+    result.update({f"{name}_faults": float(np.median(f)) for name, f in faults.items()})
     return {
         **result,
         "frames_per_s": batch / times["ours"],
@@ -455,6 +462,10 @@ def main() -> None:
         f"  before the speed options (channels_last, fused_optimizer, retain_cpu_memory false, "
         f"cnn_chunk=0): {r['before_frames_per_s']:.1f} frames/s, MFU {100 * r['before_mfu']:.1f} %; "
         f"ours / before {r['frames_per_s'] / r['before_frames_per_s']:.2f}"
+    )
+    print(
+        "  minor page faults per step (median; fresh memory from the kernel): "
+        + ", ".join(f"{name} {r[f'{name}_faults']:.0f}" for name in VARIANTS)
     )
     print(
         f"  cross-check, clef.engine.train itself (its images/s log, best step): "
