@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import platform
 from collections.abc import Iterator
 
@@ -40,6 +41,7 @@ _AFTER = ((_M_MMAP_MAX, 65536), (_M_MMAP_THRESHOLD, 32 * 2**20), (_M_TRIM_THRESH
 _depth = 0  # nested contexts: only the outermost one changes and restores the settings
 
 
+@functools.cache  # platform.libc_ver() reads the interpreter's binary: look once per process
 def _libc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None

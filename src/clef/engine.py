@@ -12,7 +12,7 @@ batch (already on the device) and returns the loss. The engine owns everything a
 * bf16 autocast on CUDA only (CPU runs stay fp32), gradient accumulation, gradient-norm clipping;
 * speed, all on by default: torch's fused AdamW kernel, convolution weights in channels_last (NHWC)
   memory format during the run (:func:`training_layout`), and on CPU freed memory kept for reuse
-  between steps instead of handed back to the kernel (:mod:`clef.cpu_memory`); all three are
+  between steps instead of handed back to the kernel (:mod:`clef.cpu_memory`); the last two are
   entered by :func:`training_context`;
 * a non-finite loss (or gradient norm) stops the run at once with a message naming the step;
 * atomic checkpoints (temp file + ``os.replace``) every ``checkpoint_every`` steps and at the end,
