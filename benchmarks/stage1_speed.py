@@ -160,7 +160,7 @@ def _stage1_step(model, g: torch.Generator) -> Stage1Step:
         Stage1LossConfig(gather_distributed=False),
         BatchAugment(AugmentConfig()),
         g,
-        model.tokenize(_TEXTS),
+        list(_TEXTS),
         model.preprocess.normalize,
     )
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clef.evaluation import mean_std
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "pretrain" / "stage1_experiment.yaml"
 ARMS: dict[str, list[str]] = {
@@ -58,7 +60,7 @@ def pretrain_all(world: Path, runs: Path, seeds: list[int], extra: list[str]) ->
                 "--config",
                 str(CONFIG),
                 f"data.root={world / 'bp4d'}",
-                f"out={out}",
+                f"run_dir={out}",
                 f"seed={seed}",
                 *overrides,
                 *extra,
@@ -143,12 +145,7 @@ def table(results: dict) -> str:
         rows = results.get(arm) or []
         if not rows:
             continue
-        cells = []
-        for m in METRICS:
-            values = np.array([r[m] for r in rows if r[m] is not None], dtype=float)
-            cells.append(
-                f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1 if len(values) > 1 else 0):.1f}"
-            )
+        cells = [mean_std([r[m] for r in rows if r[m] is not None]) for m in METRICS]
         cos = np.array([r["mean_cosine"] for r in rows if "mean_cosine" in r], dtype=float)
         rank = np.array([r["effective_rank"] for r in rows if "effective_rank" in r], dtype=float)
         cells += [f"{cos.mean():.4f}" if len(cos) else "", f"{rank.mean():.1f}" if len(rank) else ""]

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent / "model"))
-from model_configs import SMALL_CNN, TINY_CLIP  # noqa: E402
-
-from clef.checkpoint import load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
-from clef.commands import info  # noqa: E402
-from clef.errors import UserError  # noqa: E402
-from clef.model import build_model  # noqa: E402
+from clef.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from clef.commands import info
+from clef.errors import UserError
+from clef.model import build_model
+from tiny import SMALL_CNN, TINY_CLIP
 
 TEXTS = ["a photo of a person with happiness.", "lip corner puller"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clef.losses import description_name_loss, image_text_loss, nt_xent_loss, supcon_loss
+from clef.losses import description_name_loss, image_text_loss, masked_bce_loss, nt_xent_loss, supcon_loss
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -154,3 +154,26 @@ def test_losses_compute_in_fp32_under_autocast():
         it = image_text_loss(z1, z2[:3], labels, 50.0)
     assert auto.dtype == torch.float32 and it.dtype == torch.float32
     assert auto.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_masked_bce_against_hand_computed_value():
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mask = torch.tensor([[True, False], [True, True]])
+    pos_weight = torch.tensor([2.0, 1.0])
+    # Coded: (0,0) positive with weight 2; (1,0) negative; (1,1) positive with weight 1.
+    expected = (2 * math.log(2) + math.log(1 + math.exp(-1)) + math.log(2)) / 3
+    loss = masked_bce_loss(logits, targets, mask, pos_weight)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert logits.grad[0, 1] == 0  # an uncoded label gets no gradient
+    # Without weights: plain BCE averaged over the three coded labels.
+    assert masked_bce_loss(logits, targets, mask).item() == pytest.approx(
+        (3 * math.log(2) + math.log(1 + math.exp(-1)) - math.log(2)) / 3, rel=1e-6
+    )
+
+
+def test_masked_bce_with_nothing_coded_is_zero_and_attached():
+    logits = torch.randn(3, 2, requires_grad=True)
+    loss = masked_bce_loss(logits, torch.ones(3, 2), torch.zeros(3, 2, dtype=torch.bool))
+    assert loss.item() == 0.0 and loss.requires_grad

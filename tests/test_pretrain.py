@@ -13,13 +13,13 @@ from clef.config import load_config
 from clef.errors import UserError
 from clef.pretrain import PretrainConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "pretrain").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "pretrain").glob("**/*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_parse(path):
     cfg = load_config(PretrainConfig, path)
-    assert cfg.data.root and cfg.train.steps > 0
+    assert cfg.data.root and cfg.engine.steps > 0
 
 
 def test_bad_override_is_a_one_line_error(capsys):
@@ -32,11 +32,8 @@ def test_bad_override_is_a_one_line_error(capsys):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    argv = ["synth", "--out", str(out), "--domains", "lab", "--subjects", "4", "--frames", "6"]
-    assert main([*argv, "--no-gallery", "--quiet", "--workers", "1"]) == 0
-    return out / "bp4d"
+def world(tiny_world) -> Path:
+    return tiny_world / "bp4d"
 
 
 def _argv(world: Path, out: Path, steps: int) -> list[str]:
@@ -45,19 +42,19 @@ def _argv(world: Path, out: Path, steps: int) -> list[str]:
         "--config",
         str(CONFIGS[[p.name for p in CONFIGS].index("synth.yaml")]),
         f"data.root={world}",
-        f"out={out}",
-        f"train.steps={steps}",
-        "train.warmup_steps=1",
-        "train.log_every=1",
-        "train.checkpoint_every=2",
-        "train.progress=false",
+        f"run_dir={out}",
+        f"engine.steps={steps}",
+        "engine.warmup_steps=1",
+        "engine.log_every=1",
+        "engine.checkpoint_every=2",
+        "engine.progress=false",
         "data.fold=null",
         "data.frames_per_activity=2",
         "data.frame_stride=2",
         "data.workers=0",
-        "model.config={cnn_widths: [8, 16]}",
-        "model.lock_text=true",
-        "model.pretrained=false",  # random MiniLM weights: no 90 MB read in a unit test
+        "init.backbone_config={cnn_widths: [8, 16]}",
+        "trainable.text_blocks=0",
+        "init.pretrained=false",  # random MiniLM weights: no 90 MB read in a unit test
     ]
 
 

@@ -26,24 +26,8 @@ BACKBONE = {"cnn_widths": [8, 16], "image_size": 32}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    # 6 subjects: the world interleaves BP4D's fold parts, so fold 1 has 4 training and 2 test subjects.
-    argv = [
-        "synth",
-        "--out",
-        str(out),
-        "--domains",
-        "lab",
-        "--subjects",
-        "6",
-        "--frames",
-        "4",
-        "--size",
-        "32",
-    ]
-    assert main([*argv, "--no-gallery", "--quiet", "--workers", "1"]) == 0
-    return out / "bp4d"
+def world(tiny_world):
+    return tiny_world / "bp4d"
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import clef.stage2
+import clef.finetune
 from clef.cli import main
 from clef.engine import EngineConfig
 from clef.errors import UserError
+from clef.finetune import DataConfig, FinetuneConfig
 from clef.labels import EXPRESSIONS, RAFDB_CLASSES
-from clef.stage2 import DataConfig, FinetuneConfig, InitConfig, MethodConfig
-from clef.synth.export import write_world
-from clef.synth.world import WorldConfig
+from clef.run_config import InitConfig, TrainableConfig
+from clef.stage2 import MethodConfig
 from clef.zeroshot import (
     DEFAULT_SEEN,
     au_to_fer_protocol,
@@ -29,11 +29,8 @@ TINY = {"cnn_widths": [8, 16], "embed_dim": 32}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    config = WorldConfig(lab_subjects=6, frames_per_video=3, wild_images=80, disfa_subjects=1, disfa_frames=4)
-    write_world(config, out, domains=("lab", "wild"), workers=1, progress=False)
-    return out
+def world(tiny_world) -> Path:
+    return tiny_world
 
 
 def _cfg(world: Path, run: Path, task: str) -> FinetuneConfig:
@@ -46,7 +43,8 @@ def _cfg(world: Path, run: Path, task: str) -> FinetuneConfig:
             fold=None if task == "fer" else 1,
             batch_size=16,
         ),
-        method=MethodConfig(task=task, head="names", description_loss=True, text_tower="lock"),
+        trainable=TrainableConfig(text_blocks=0),
+        method=MethodConfig(task=task, head="names", description_loss=True),
         engine=EngineConfig(steps=2, warmup_steps=1, checkpoint_every=100, progress=False),
     )
 
@@ -71,7 +69,7 @@ def test_seen_training_records_drop_unseen_and_missing():
 
 def test_unseen_protocol_never_trains_on_unseen(world, tmp_path, monkeypatch):
     seen_by_training: list[set] = []
-    real = clef.stage2.finetune
+    real = clef.finetune.finetune
 
     def spy(cfg, **kwargs):
         seen_by_training.append(set(kwargs["train_records"]["expression"].dropna()))
@@ -80,7 +78,7 @@ def test_unseen_protocol_never_trains_on_unseen(world, tmp_path, monkeypatch):
         ) == set(DEFAULT_SEEN)
         return real(cfg, **kwargs)
 
-    monkeypatch.setattr(clef.stage2, "finetune", spy)
+    monkeypatch.setattr(clef.finetune, "finetune", spy)
     result = unseen_expression_protocol(
         _cfg(world, tmp_path / "zs", "fer"), kinds=("names", "descriptions"), progress=False
     )
@@ -111,7 +109,7 @@ def test_unseen_protocol_refuses_linear_head(world, tmp_path):
 
 
 def test_au_to_fer_uses_no_expression_training(world, tmp_path):
-    result = clef.stage2.finetune(_cfg(world, tmp_path / "au", "au"), progress=False)
+    result = clef.finetune.finetune(_cfg(world, tmp_path / "au", "au"), progress=False)
     wild = __import__("clef.data", fromlist=["load_dataset"]).load_dataset("rafdb", world / "rafdb")
     test = wild[wild["split"] == "test"]
     zs = au_to_fer_protocol(result.checkpoint, test, progress=False)
@@ -119,14 +117,14 @@ def test_au_to_fer_uses_no_expression_training(world, tmp_path):
     assert {s.texts for s in zs.scores} == {"names", "descriptions"}
     for s in zs.scores:
         assert s.chance_all == pytest.approx(1 / len(s.classes)) and s.n_all == len(test)
-    fer = clef.stage2.finetune(_cfg(world, tmp_path / "fer", "fer"), progress=False)
+    fer = clef.finetune.finetune(_cfg(world, tmp_path / "fer", "fer"), progress=False)
     with pytest.raises(UserError, match="AU-trained"):
         au_to_fer_protocol(fer.checkpoint, test, progress=False)
 
 
 def test_cli_zeroshot_both_protocols(world, tmp_path, capsys):
     fast = ["init.backbone_config={cnn_widths: [8, 16], embed_dim: 32}", "data.batch_size=16"]
-    fast += ["engine.steps=2", "engine.warmup_steps=1", "method.text_tower=lock"]
+    fast += ["engine.steps=2", "engine.warmup_steps=1", "trainable.text_blocks=0"]
     code = main(
         [
             "zeroshot",
@@ -154,18 +152,18 @@ def test_finetune_reuses_a_finished_run_of_the_same_config_only(world, tmp_path,
     import dataclasses
 
     cfg = _cfg(world, tmp_path / "run", "au")
-    first = clef.stage2.finetune(cfg, progress=False)
+    first = clef.finetune.finetune(cfg, progress=False)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run of the same config must not train again")
 
-    monkeypatch.setattr(clef.stage2, "train", no_training)
-    again = clef.stage2.finetune(cfg, progress=False, reuse=True)
+    monkeypatch.setattr(clef.finetune, "train", no_training)
+    again = clef.finetune.finetune(cfg, progress=False, reuse=True)
     assert again.result.f1 == first.result.f1 and again.result.aus == first.result.aus
     assert (again.n_train, again.n_test) == (first.n_train, first.n_test)
     other = dataclasses.replace(cfg, seed=cfg.seed + 1)  # another config in the same folder retrains
-    assert clef.stage2.finished_run(other) is None
+    assert clef.finetune.finished_run(other) is None
     with pytest.raises(AssertionError, match="must not train"):
-        clef.stage2.finetune(other, progress=False, reuse=True)
+        clef.finetune.finetune(other, progress=False, reuse=True)
     with pytest.raises(AssertionError, match="must not train"):
-        clef.stage2.finetune(cfg, progress=False)  # reuse is opt-in
+        clef.finetune.finetune(cfg, progress=False)  # reuse is opt-in

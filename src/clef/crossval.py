@@ -24,8 +24,8 @@ import pandas as pd
 
 from clef.data.folds import split_fold
 from clef.errors import UserError
-from clef.evaluation import AUResult, FERResult
-from clef.stage2 import FinetuneConfig, FinetuneResult, finetune
+from clef.evaluation import AUResult, FERResult, mean_std
+from clef.finetune import FinetuneConfig, FinetuneResult, finetune
 
 __all__ = ["CrossvalResult", "cross_validate", "write_crossval", "PretrainFn", "stage1_per_fold"]
 
@@ -76,7 +76,7 @@ def stage1_per_fold(stage1_cfg, dataset: str | None = None, root: str | None = N
     """A ``pretrain`` callable for :func:`cross_validate` that runs stage 1 (:func:`clef.pretrain.pretrain`)
     with ``stage1_cfg`` on each fold's training subjects, written to ``<fold run>/stage1``.
 
-    ``stage1_cfg.data.fold`` and ``out`` are replaced per fold; when its ``data.root`` is empty the
+    ``stage1_cfg.data.fold`` and ``run_dir`` are replaced per fold; when its ``data.root`` is empty the
     stage-2 ``dataset`` and ``root`` are used (stage 1 on the same lab data).
     """
     from clef.pretrain import pretrain
@@ -87,7 +87,7 @@ def stage1_per_fold(stage1_cfg, dataset: str | None = None, root: str | None = N
             if not root:
                 raise UserError("the stage-1 config needs data.root (the lab data to pre-train on)")
             data = dataclasses.replace(data, root=str(root), dataset=dataset or data.dataset)
-        result = pretrain(dataclasses.replace(stage1_cfg, out=str(out), data=data))
+        result = pretrain(dataclasses.replace(stage1_cfg, run_dir=str(out), data=data))
         return result.checkpoint
 
     return run
@@ -160,14 +160,8 @@ def write_crossval(result: CrossvalResult, out: str | Path, title: str = "cross-
             lines.append(
                 f"| {fold} | " + " | ".join(cells) + f" | {100 * summary['mean_f1']['per_fold'][k]:.1f} |"
             )
-        cells = [
-            f"{100 * summary['per_au_f1'][a]['mean']:.1f} ± {100 * summary['per_au_f1'][a]['std']:.1f}"
-            for a in aus
-        ]
-        mean = summary["mean_f1"]
-        lines.append(
-            "| mean | " + " | ".join(cells) + f" | {100 * mean['mean']:.1f} ± {100 * mean['std']:.1f} |"
-        )
+        cells = [mean_std(summary["per_au_f1"][a]["per_fold"]) for a in aus]
+        lines.append("| mean | " + " | ".join(cells) + f" | {mean_std(summary['mean_f1']['per_fold'])} |")
         lines.append("")
         lines.append("F1 x 100 at threshold 0.5, uncoded frames excluded.")
     else:
@@ -178,9 +172,7 @@ def write_crossval(result: CrossvalResult, out: str | Path, title: str = "cross-
                 f"| {fold} | " + " | ".join(f"{100 * summary[m]['per_fold'][k]:.2f}" for m in keys) + " |"
             )
         lines.append(
-            "| mean | "
-            + " | ".join(f"{100 * summary[m]['mean']:.2f} ± {100 * summary[m]['std']:.2f}" for m in keys)
-            + " |"
+            "| mean | " + " | ".join(mean_std(summary[m]["per_fold"], digits=2) for m in keys) + " |"
         )
     paths[1].write_text("\n".join(lines) + "\n")
     return paths

@@ -1,9 +1,10 @@
-"""Stage 1 as a program: weakly-supervised contrastive pre-training (method.md §3).
+"""Stage 1 as a program: weakly-supervised contrastive pre-training (docs/method.md §3).
 
 :func:`pretrain` assembles the parts from one :class:`PretrainConfig` — records
-(:mod:`clef.data`), the activity-balanced sampler, the decoding Dataset, the model
-(:mod:`clef.model`), the activity texts (:mod:`clef.prompts`), the stage-1 step (:mod:`clef.stage1`)
-— and hands them to the engine (:func:`clef.engine.train`). It writes, in ``cfg.out``:
+(:mod:`clef.data`), the activity-balanced sampler, the decoding Dataset, the starting model
+(:mod:`clef.run_config`), the activity texts (:mod:`clef.prompts`), the stage-1 step
+(:mod:`clef.stage1`) — and hands them to the engine (:func:`clef.engine.train`). It writes, in
+``cfg.run_dir``:
 ``config.yaml`` (the merged config), ``metrics.jsonl``, ``checkpoint.pt`` (resumable training state)
 and ``stage1.safetensors`` + ``stage1.json`` (the model, loadable with
 :func:`clef.checkpoint.load_checkpoint`, the starting point of stage 2 and of linear probes).
@@ -23,11 +24,21 @@ import torch
 
 from clef.augment import AugmentConfig, BatchAugment
 from clef.config import config_to_dict
-from clef.engine import EngineConfig, ParamGroup, seed_everything, train
+from clef.engine import EngineConfig, seed_everything, train
 from clef.errors import UserError
+from clef.run_config import (
+    InitConfig,
+    OptimConfig,
+    TrainableConfig,
+    apply_trainable,
+    build_initial_model,
+    fill_fold,
+    param_groups,
+    resolve_device,
+)
 from clef.stage1 import Stage1LossConfig, Stage1Step
 
-__all__ = ["PretrainData", "PretrainModel", "PretrainConfig", "PretrainResult", "pretrain", "select_records"]
+__all__ = ["PretrainData", "PretrainConfig", "PretrainResult", "pretrain", "select_records"]
 
 
 @dataclass(frozen=True)
@@ -37,10 +48,9 @@ class PretrainData:
     dataset: str = "bp4d"  # a name of clef.data.DATASETS
     root: str = ""  # the dataset folder (required)
     options: dict[str, Any] = field(default_factory=dict)  # loader options, e.g. {uncoded_tasks: true}
-    # Pre-train only on the training subjects of this fold (method.md §3: no transductive leakage);
-    # null = every subject with an activity (e.g. lab data used for a wild FER target).
+    # Pre-train only on the training subjects of this fold (docs/method.md §3: no transductive
+    # leakage); null = every subject with an activity (e.g. lab data used for a wild FER target).
     fold: int | None = None
-    prompts: str = "synth"  # prompt set with the activity texts; "none": the activity ids are the texts
     activities_per_batch: int = 0  # K; 0 = every activity in every batch
     frames_per_activity: int = 8  # M
     frame_stride: int = 4
@@ -48,31 +58,25 @@ class PretrainData:
 
 
 @dataclass(frozen=True)
-class PretrainModel:
-    """The model and its learning rates (one per parameter group of :meth:`ClefModel.param_groups`)."""
-
-    backbone: str = "offline"
-    config: dict[str, Any] = field(default_factory=dict)  # backbone overrides (sizes, weights path)
-    pretrained: bool = True  # load the backbone's pretrained parts (offline: the MiniLM text tower)
-    lr_image: float = 1e-3
-    lr_text: float = 1e-5  # the text encoder body learns slowly (method.md §4)
-    lr_other: float = 1e-3  # projections and logit scale
-    lock_text: bool = False
-    text_unlocked_last_k: int = 0  # with lock_text: keep the last k text blocks trainable
-
-
-@dataclass(frozen=True)
 class PretrainConfig:
-    """Everything a stage-1 run needs; YAML files hold only overrides of these defaults."""
+    """Everything a stage-1 run needs; YAML files hold only overrides of these defaults.
 
-    out: str = "runs/pretrain"
+    The keys shared with stage 2 (``run_dir``, ``device``, ``seed``, ``prompt_set``, ``init``,
+    ``trainable``, ``optim``, ``engine``, ``augment``) mean the same in both (:mod:`clef.run_config`).
+    ``prompt_set`` supplies the activity texts; ``none`` uses the activity ids as the texts.
+    """
+
+    run_dir: str = "runs/pretrain"
     seed: int = 0
     device: str = "auto"  # auto = cuda when available, else cpu
+    prompt_set: str = "synth"
+    init: InitConfig = field(default_factory=InitConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
     data: PretrainData = field(default_factory=PretrainData)
-    model: PretrainModel = field(default_factory=PretrainModel)
     loss: Stage1LossConfig = field(default_factory=Stage1LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    train: EngineConfig = field(
+    engine: EngineConfig = field(
         default_factory=lambda: EngineConfig(steps=500, warmup_steps=50, log_every=10)
     )
 
@@ -117,25 +121,23 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None) -> PretrainR
     from clef.data.dataset import ImageRecords
     from clef.data.sampler import ActivityBalancedBatchSampler
     from clef.distributed import init_from_env
-    from clef.model import build_model
     from clef.prompts import load_prompt_set
 
-    requested = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    ctx = init_from_env(requested)  # under torchrun with CUDA: this process's GPU
+    run_dir = Path(fill_fold(cfg.run_dir, cfg.data.fold, "run_dir"))
+    ctx = init_from_env(resolve_device(cfg.device))  # under torchrun with CUDA: this process's GPU
     device = ctx.device
 
     records = select_records(cfg.data)
     activities = tuple(sorted(records["activity"].unique(), key=str))
-    if cfg.data.prompts == "none":
+    if cfg.prompt_set == "none":
         prompt_set, texts = None, list(activities)
     else:
-        prompt_set = load_prompt_set(cfg.data.prompts, activities=activities)
+        prompt_set = load_prompt_set(cfg.prompt_set, activities=activities)
         texts = prompt_set.activity_texts(activities)
 
     seed_everything(cfg.seed, ctx.rank)
-    model = build_model(cfg.model.backbone, cfg.model.config, pretrained=cfg.model.pretrained)
-    if cfg.model.lock_text:
-        model.lock_text_tower(cfg.model.text_unlocked_last_k)
+    model, init = build_initial_model(cfg.init, cfg.data.fold)
+    apply_trainable(model, cfg.trainable)
     if not cfg.loss.image_text:
         # Without L_IA the text tower and the logit scale get no gradient: freeze them, so that DDP
         # does not wait for their gradients and AdamW's weight decay does not move them.
@@ -169,18 +171,16 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None) -> PretrainR
         cfg.loss,
         augment,
         generator,
-        activity_tokens=model.tokenize(texts) if cfg.loss.image_text else None,
+        activity_texts=texts if cfg.loss.image_text else None,
         preprocess=model.preprocess.normalize,
     )
-    lrs = {"image": cfg.model.lr_image, "text": cfg.model.lr_text, "other": cfg.model.lr_other}
-    groups = {name: ParamGroup(params, lrs[name]) for name, params in model.param_groups().items() if params}
     result = train(
         model,
         step,
-        groups,
+        param_groups(model, cfg.optim),
         loader,
-        cfg.train,
-        cfg.out,
+        cfg.engine,
+        run_dir,
         device=device,
         generators={"augment": generator},
         run_config=cfg,
@@ -190,14 +190,18 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None) -> PretrainR
     checkpoint = None
     if ctx.is_main:
         weights, _ = save_checkpoint(
-            Path(cfg.out) / "stage1",
+            run_dir / "stage1",
             model,
-            prompt_set=None if prompt_set is None else cfg.data.prompts,
+            prompt_set=None if prompt_set is None else cfg.prompt_set,
             labels=list(activities),
             task="pretrain",
             training_config=config_to_dict(cfg),
             metrics={"final_loss": result.loss, "steps": result.step},
-            notes={"activity_texts": dict(zip(activities, texts, strict=True)), "frames": len(records)},
+            notes={
+                "activity_texts": dict(zip(activities, texts, strict=True)),
+                "frames": len(records),
+                "init": init,
+            },
         )
         checkpoint = weights
     return PretrainResult(checkpoint, result.step, result.loss, activities, len(records))

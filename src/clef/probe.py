@@ -138,9 +138,9 @@ def extract_features(
     """Frozen image embeddings of ``records`` -> float32 (N, D), rows in record order.
 
     The model is moved to ``device`` and put in eval mode; decoding and normalisation are those of
-    :func:`clef.stage2.embed_images`.
+    :func:`clef.inference.embed_images`.
     """
-    from clef.stage2 import embed_images
+    from clef.inference import embed_images
 
     device = torch.device(device)
     model.eval().to(device)

@@ -1,4 +1,4 @@
-"""The stage-1 training step: L_pre = L_II′ + L_IA on a batch of frames (method.md §3).
+"""The stage-1 training step: L_pre = L_II′ + L_IA on a batch of frames (docs/method.md §3).
 
 This is the step function :func:`clef.engine.train` calls; it assembles the parts (augmentation,
 model contract, losses) and owns no loop. The model contract used here is the project's:
@@ -11,9 +11,9 @@ Ablation switches (method.md §5): ``image_loss="supcon"`` is PI, ``image_text=T
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -48,14 +48,15 @@ class Stage1Step:
         cfg: :class:`Stage1LossConfig`.
         augment: the batched augmentation producing the two views I and I′.
         generator: CPU generator the augmentation draws from (give it to the engine to checkpoint).
-        activity_tokens: the tokenised K activity texts, passed as-is to ``model.encode_text``; row k
-            is the text of activity index k. Needed when ``cfg.image_text``.
+        activity_texts: the K activity texts; text k describes activity index k. Needed when
+            ``cfg.image_text``.
         preprocess: maps augmented float images in [0, 1] to the model's input (its mean/std
             normalisation); identity when None.
 
     The batch must hold ``image`` (B, 3, H, W) uint8 and ``activity`` (B,) int64 on the device.
-    Both views go through the image tower in one call (2B images), and L_IA uses both views. When the
-    text tower is fully locked, the activity embeddings are computed once and reused.
+    Both views go through the image tower in one call (2B images), and L_IA uses both views. The
+    activity embeddings come from :meth:`clef.model.ClefModel.embed_texts`: computed once while the
+    text tower is frozen, re-run with gradients at every step while any part of it trains.
     """
 
     def __init__(
@@ -63,17 +64,16 @@ class Stage1Step:
         cfg: Stage1LossConfig,
         augment: BatchAugment,
         generator: torch.Generator,
-        activity_tokens: Any = None,
+        activity_texts: Sequence[str] | None = None,
         preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        if cfg.image_text and activity_tokens is None:
-            raise ValueError("image_text=true needs the activity texts (activity_tokens)")
+        if cfg.image_text and not activity_texts:
+            raise ValueError("image_text=true needs the activity texts (activity_texts)")
         self.cfg = cfg
         self.augment = augment
         self.generator = generator
-        self.activity_tokens = activity_tokens
+        self.activity_texts = list(activity_texts or ())
         self.preprocess = preprocess or (lambda x: x)
-        self._text_cache: torch.Tensor | None = None
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -92,7 +92,7 @@ class Stage1Step:
             loss_ii = nt_xent_loss(z1, z2, cfg.temperature, cfg.gather_distributed)
         scale = model.scale()
         if cfg.image_text:
-            text = self._activity_embeddings(model)  # (K, D)
+            text = model.embed_texts(self.activity_texts)  # (K, D)
             loss_ia = image_text_loss(z, text, torch.cat([labels, labels]), scale, cfg.gather_distributed)
         loss = cfg.image_weight * loss_ii + cfg.text_weight * loss_ia
         return {
@@ -101,13 +101,3 @@ class Stage1Step:
             "loss_ia": loss_ia.detach(),
             "logit_scale": scale.detach(),
         }
-
-    def _activity_embeddings(self, model: torch.nn.Module) -> torch.Tensor:
-        if self._text_cache is not None:
-            return self._text_cache
-        text = model.encode_text(self.activity_tokens)
-        if not text.requires_grad:
-            # A fully locked text tower (kept in eval mode by the model) gives the same K embeddings at
-            # every step: encode them once. A tower with any trainable part is re-run every step.
-            self._text_cache = text
-        return text

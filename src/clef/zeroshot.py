@@ -9,7 +9,7 @@ Two protocols, as in the paper's zero-shot table:
   when only the unseen names compete (chance 1/U). The default split is method.md §5's (ours):
   seen = happiness, sadness, anger, neutral; unseen = the rest of the dataset's classes.
 * **AU → FER** (:func:`au_to_fer_protocol`): a model fine-tuned on AU detection only scores FER images
-  against expression names or descriptions (:func:`clef.stage2.predict_texts`); no expression label
+  against expression names or descriptions (:func:`clef.inference.predict_texts`); no expression label
   was ever used in training. Chance 1/C.
 
 Every score carries its chance level. :func:`seen_training_records` is the single place the unseen
@@ -122,14 +122,12 @@ def score_fer_texts(
     progress: bool = True,
 ) -> ZeroShotScore:
     """Score ``records`` (each with an expression in ``classes``) against one text per class."""
-    from clef.stage2 import predict_texts
+    from clef.inference import predict_texts
 
     records = records[records["expression"].isin(list(classes)).fillna(False).astype(bool)]
     if records.empty:
         raise UserError(f"no test record shows one of {list(classes)}")
-    pred = predict_texts(
-        clef, records, classes, texts, templates, task="fer", device=device, progress=progress
-    )
+    pred = predict_texts(clef, records, classes, texts, templates, device=device, progress=progress)
     lookup = {c: k for k, c in enumerate(classes)}
     target = np.array([lookup[e] for e in records["expression"]], dtype=np.int64)
     guess = pred.probabilities.argmax(axis=1)
@@ -180,20 +178,22 @@ def unseen_expression_protocol(
     """Fine-tune FER on the seen expressions only, then score all test images against all classes.
 
     Args:
-        cfg: a :class:`clef.stage2.FinetuneConfig` with ``method.task: fer``; its ``data.classes``
+        cfg: a :class:`clef.finetune.FinetuneConfig` with ``method.task: fer``; its ``data.classes``
             (or the dataset's own class list) is the full class set; the label space trained on is
             reduced to the seen classes. ``method.head`` must use text (names or descriptions).
         seen: the seen classes (must be classes of the dataset).
         records: the dataset's records (loaded from ``cfg.data`` when None).
         kinds: score with the class ``names`` and/or their ``descriptions``.
         reuse: reuse a finished seen-only run of the same config in ``run_dir`` (see
-            :func:`clef.stage2.finetune`).
+            :func:`clef.finetune.finetune`).
 
     Returns:
         :class:`ZeroShotResult`; ``run_dir/model`` holds the seen-only model.
     """
+    from clef.finetune import finetune, resolve_labels, split_records
+    from clef.finetuned import load_finetuned
     from clef.prompts import load_prompt_set
-    from clef.stage2 import finetune, load_finetuned, resolve_labels, split_records
+    from clef.run_config import resolve_device
 
     if cfg.method.task != "fer":
         raise UserError("the unseen-expression protocol needs method.task=fer")
@@ -217,10 +217,11 @@ def unseen_expression_protocol(
         test_records=test[test["expression"].isin(list(seen_t)).fillna(False).astype(bool)],
         reuse=reuse,
     )
-    model, meta = load_finetuned(result.checkpoint, device=cfg.device)
+    device = resolve_device(cfg.device)
+    model, meta = load_finetuned(result.checkpoint, device=device)
     if tuple(meta["labels"]) != seen_t:  # the trained label space is the seen classes, nothing else
         raise AssertionError(f"trained label space {meta['labels']} != seen classes {seen_t}")
-    prompt_set = load_prompt_set(cfg.method.prompt_set)
+    prompt_set = load_prompt_set(cfg.prompt_set)
     scores = []
     for kind in kinds:
         texts, templates = _class_texts(prompt_set, classes, kind)
@@ -234,7 +235,7 @@ def unseen_expression_protocol(
                 unseen_t,
                 "unseen-expressions",
                 kind,
-                cfg.device,
+                device,
                 progress,
             )
         )
@@ -263,8 +264,8 @@ def au_to_fer_protocol(
         fer_records: the FER test images (``expression`` column).
         classes: classes to score over (default: the records' own class list, else those present).
     """
+    from clef.finetuned import load_finetuned
     from clef.prompts import load_prompt_set
-    from clef.stage2 import load_finetuned
 
     model, meta = load_finetuned(model_path, device=device)
     if meta.get("task") != "au":

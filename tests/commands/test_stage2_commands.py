@@ -10,18 +10,13 @@ import yaml
 
 from clef.checkpoint import read_metadata
 from clef.cli import main
+from clef.finetuned import load_finetuned
 from clef.labels import BP4D_AUS, RAFDB_CLASSES
-from clef.stage2 import load_finetuned
-from clef.synth.export import write_world
-from clef.synth.world import WorldConfig
+from tiny import TINY_CLIP_YAML
 
 REPO = Path(__file__).resolve().parents[2]
 # The real CLIP architecture at toy size with random weights (nothing read or downloaded): wiring only.
-TINY_CLIP = (
-    "{image_size: 32, patch_size: 8, vision_width: 32, vision_layers: 2, vision_heads: 2, "
-    "vision_intermediate: 64, text_width: 32, text_layers: 2, text_heads: 2, text_intermediate: 64, "
-    "embed_dim: 16}"
-)
+TINY_CLIP = TINY_CLIP_YAML
 FAST = [
     "init.backbone=clip-vit-b16",
     f"init.backbone_config={TINY_CLIP}",
@@ -33,11 +28,8 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    config = WorldConfig(lab_subjects=6, frames_per_video=4, wild_images=60, disfa_subjects=1, disfa_frames=4)
-    write_world(config, out, domains=("lab", "wild"), workers=1, progress=False)
-    return out
+def world(tiny_world) -> Path:
+    return tiny_world
 
 
 def test_finetune_au_then_evaluate(world, tmp_path, capsys):
@@ -125,8 +117,8 @@ def test_crossval_with_a_stage1_hook_sees_only_training_subjects(world, tmp_path
     from clef.config import load_config
     from clef.crossval import cross_validate
     from clef.data import load_dataset
+    from clef.finetune import FinetuneConfig
     from clef.model import build_model
-    from clef.stage2 import FinetuneConfig
 
     records = load_dataset("bp4d", world / "bp4d")
     seen = {}
@@ -148,13 +140,13 @@ def test_crossval_with_a_stage1_hook_sees_only_training_subjects(world, tmp_path
 def test_crossval_runs_stage1_per_fold(world, tmp_path):
     run = tmp_path / "cv1"
     stage1 = [
-        "model.backbone=clip-vit-b16",
-        f"model.config={TINY_CLIP}",
-        "model.pretrained=false",
+        "init.backbone=clip-vit-b16",
+        f"init.backbone_config={TINY_CLIP}",
+        "init.pretrained=false",
         "data.workers=0",
         "data.frames_per_activity=2",
-        "train.steps=1",
-        "train.warmup_steps=0",
+        "engine.steps=1",
+        "engine.warmup_steps=0",
     ]
     code = main(
         [

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from model_configs import BACKBONE_CASES
+
+from tiny import BACKBONE_CASES
 
 
 @pytest.fixture(params=list(BACKBONE_CASES))

@@ -6,13 +6,13 @@ import pickle
 
 import pytest
 import torch
-from model_configs import TINY_CLIP
 from openai_reference import OpenAICLIP, openai_vit_b16_shapes
 from transformers import CLIPModel
 
 from clef.errors import UserError
 from clef.model import build_model
 from clef.model.clip import ClipConfig, config_from_openai_state_dict, convert_openai_state_dict, hf_config
+from tiny import TINY_CLIP
 
 TEXTS = ["a photo of a person with happiness.", "the lips pressed firmly together", "jaw drop!"]
 

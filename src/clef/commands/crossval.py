@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override of the stage-1 config (repeatable), e.g. --stage1 train.steps=200",
+        help="override of the stage-1 config (repeatable), e.g. --stage1 engine.steps=200",
     )
     parser.add_argument("--folds", type=_folds, default=(1, 2, 3), help="folds to run (default 1,2,3)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from clef.config import load_config
     from clef.crossval import cross_validate, stage1_per_fold, write_crossval
     from clef.errors import UserError
-    from clef.stage2 import FinetuneConfig
+    from clef.finetune import FinetuneConfig
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     pretrain = None
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("give either --stage1-config (stage 1 per fold) or init.checkpoint, not both")
         stage1_cfg = load_config(PretrainConfig, args.stage1_config, args.stage1)
         if args.quiet:
-            stage1_cfg = replace(stage1_cfg, train=replace(stage1_cfg.train, progress=False))
+            stage1_cfg = replace(stage1_cfg, engine=replace(stage1_cfg.engine, progress=False))
         pretrain = stage1_per_fold(stage1_cfg, cfg.data.dataset, cfg.data.root)
     result = cross_validate(cfg, folds=args.folds, pretrain=pretrain, progress=not args.quiet)
     paths = write_crossval(

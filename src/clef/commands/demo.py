@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clef.demo import DEMO_PRESETS, run_demo
+    from clef.experiments.demo import DEMO_PRESETS, run_demo
 
     threads = apply_threads(args.threads)
     print(f"using {threads} CPU thread(s)")

@@ -24,7 +24,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, type=writable_dir, help="folder for the result files")
     parser.add_argument("--batch-size", type=int_at_least(1), default=256)
     parser.add_argument("--workers", type=int_at_least(0), default=0, help="image-decoding processes")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:N"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -33,10 +35,13 @@ def run(args: argparse.Namespace) -> int:
     from clef.data import load_dataset
     from clef.data.folds import split_fold
     from clef.errors import UserError
-    from clef.evaluation import AUResult
-    from clef.stage2 import evaluate_predictions, load_finetuned, predict, write_result
+    from clef.evaluation import AUResult, evaluate_predictions, write_result
+    from clef.finetuned import load_finetuned
+    from clef.inference import predict
+    from clef.run_config import resolve_device
 
-    model, meta = load_finetuned(args.checkpoint, device=args.device)
+    device = resolve_device(args.device)
+    model, meta = load_finetuned(args.checkpoint, device=device)
     records = load_dataset(args.dataset, args.root)
     if args.fold is not None:
         _, selected = split_fold(records, args.fold, records.attrs.get("protocol"))
@@ -49,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"split {split!r}"
     if selected.empty:
         raise UserError(f"no records in {where} of {args.root}")
-    predictions = predict(model, selected, args.batch_size, args.device, args.workers, not args.quiet)
+    predictions = predict(model, selected, args.batch_size, device, args.workers, not args.quiet)
     result = evaluate_predictions(predictions, selected)
     paths = write_result(result, args.out, title=f"{args.dataset} {where}")
     if isinstance(result, AUResult):

@@ -1,4 +1,8 @@
-"""`clef finetune`: stage 2, text-driven fine-tuning for AU detection or FER (method.md §4)."""
+"""`clef finetune`: stage 2, text-driven fine-tuning for AU detection or FER (docs/method.md §4).
+
+Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m clef finetune ...`` (every process runs the
+same command; rank 0 writes the files and scores the test selection).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clef.config import load_config
-    from clef.stage2 import FinetuneConfig, finetune
+    from clef.finetune import FinetuneConfig, finetune
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     result = finetune(cfg, progress=not args.quiet, resume=args.resume)

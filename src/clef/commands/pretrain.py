@@ -1,7 +1,7 @@
-"""``clef pretrain --config FILE [key=value ...]``: stage-1 pre-training (method.md §3).
+"""``clef pretrain --config FILE [key=value ...]``: stage-1 pre-training (docs/method.md §3).
 
 The config is :class:`clef.pretrain.PretrainConfig`; the YAML file and the ``key=value`` arguments hold
-only overrides (``clef pretrain --config configs/pretrain/synth.yaml train.steps=50 out=runs/x``).
+only overrides (``clef pretrain --config configs/pretrain/synth.yaml engine.steps=50 run_dir=runs/x``).
 Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m clef pretrain ...`` (every process runs the
 same command; rank 0 writes the files).
 """
@@ -17,22 +17,22 @@ def add_parser(subparsers) -> None:
         "pretrain",
         help="stage 1: activity-supervised contrastive pre-training",
         description="Stage 1 of CLEF: image-image (same activity = positive) and image-activity-text "
-        "contrastive pre-training. Writes OUT/stage1.safetensors + .json, OUT/config.yaml, "
-        "OUT/metrics.jsonl and OUT/checkpoint.pt (resumable).",
+        "contrastive pre-training. Writes RUN_DIR/stage1.safetensors + .json, RUN_DIR/config.yaml, "
+        "RUN_DIR/metrics.jsonl and RUN_DIR/checkpoint.pt (resumable).",
     )
     parser.add_argument("--config", type=Path, help="YAML file of overrides of the defaults")
     parser.add_argument(
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="further overrides, e.g. train.steps=100 data.root=DIR",
+        help="further overrides, e.g. engine.steps=100 data.root=DIR",
     )
     parser.add_argument(
         "--resume",
         nargs="?",
         const="auto",
         metavar="CHECKPOINT",
-        help="continue an interrupted run exactly (default: OUT/checkpoint.pt)",
+        help="continue an interrupted run exactly (default: RUN_DIR/checkpoint.pt)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     parser.set_defaults(func=run)
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from clef.engine import CHECKPOINT_NAME, NonFiniteLossError
     from clef.errors import UserError
     from clef.pretrain import PretrainConfig, pretrain
+    from clef.run_config import fill_fold
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     if args.print_config:
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     resume = None
     if args.resume is not None:
-        resume = Path(cfg.out) / CHECKPOINT_NAME if args.resume == "auto" else Path(args.resume)
+        run_dir = Path(fill_fold(cfg.run_dir, cfg.data.fold, "run_dir"))
+        resume = run_dir / CHECKPOINT_NAME if args.resume == "auto" else Path(args.resume)
         if not resume.is_file():
             raise UserError(f"--resume: {resume} does not exist")
     try:

@@ -50,7 +50,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int_at_least(1), default=256)
     parser.add_argument("--workers", type=int_at_least(0), default=0, help="image decode processes")
     parser.add_argument("--C", type=float, default=1.0, dest="C", help="inverse L2 strength of every LR")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:N"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from clef.probe import ProbeConfig, probe_model
+    from clef.run_config import resolve_device
 
     model, source = load_probed_model(args.checkpoint, args.random_init, args.backbone_config, args.seed)
     cfg = ProbeConfig(
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         C=args.C,
-        device=args.device,
+        device=str(resolve_device(args.device)),
         progress=not args.quiet,
     )
     result = probe_model(model, cfg, seed=args.seed)

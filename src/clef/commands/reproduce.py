@@ -51,19 +51,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clef.reproduce import (
-        PRESETS,
-        load_results,
-        merge_results,
-        reproduce,
-        world_baselines,
-        write_report,
-    )
+    from clef.experiments.reproduce import PRESETS, load_results, merge_results, reproduce, write_report
+    from clef.experiments.world import world_baselines
 
     if args.merge:
         merged = merge_results([load_results(d) for d in args.merge])
         if not merged.baselines and (args.merge[0] / "world").is_dir():  # results of older versions
-            merged.baselines = world_baselines(merged.config, args.merge[0] / "world")
+            merged.baselines = world_baselines(merged.config.au_fold, args.merge[0] / "world")
         print(f"report: {write_report(merged, args.out)} (seeds {', '.join(map(str, merged.config.seeds))})")
         return 0
 

@@ -46,7 +46,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clef.config import load_config
-    from clef.stage2 import FinetuneConfig, finetune
+    from clef.finetune import FinetuneConfig, finetune
+    from clef.run_config import resolve_device
     from clef.zeroshot import au_to_fer_protocol, unseen_expression_protocol, write_zeroshot
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             records = records[records["split"] == args.fer_split]
         result = au_to_fer_protocol(
-            model, records, prompt_set=cfg.method.prompt_set, device=cfg.device, progress=progress
+            model, records, prompt_set=cfg.prompt_set, device=resolve_device(cfg.device), progress=progress
         )
         title = f"Zero-shot, AU-trained model on {args.fer_dataset}"
     out = args.out or Path(cfg.run_dir) / "zeroshot"

@@ -56,7 +56,6 @@ class Tower(nn.Module):
     """
 
     embed_dim: int
-    locked_fully: bool = False
 
     def blocks(self) -> list[nn.Module]:
         raise NotImplementedError
@@ -70,8 +69,9 @@ class Tower(nn.Module):
     def lock(self, unlocked_last_k: int = 0) -> None:
         """Freeze the tower; with ``unlocked_last_k > 0`` keep the last k blocks and the head trainable.
 
-        ``unlocked_last_k = 0`` freezes everything, projection included, so a locked tower's
-        embeddings are a fixed function (this is what lets text embeddings be cached).
+        ``unlocked_last_k = 0`` freezes everything, projection included: the tower is then *frozen*
+        (:attr:`is_frozen`), its embeddings are a fixed function, and :class:`ClefModel` keeps it in
+        eval mode and caches its text embeddings.
         """
         blocks = self.blocks()
         if not 0 <= unlocked_last_k <= len(blocks):
@@ -85,17 +85,15 @@ class Tower(nn.Module):
             for module in [*blocks[len(blocks) - unlocked_last_k :], *self.head()]:
                 for p in module.parameters():
                     p.requires_grad_(True)
-        self.locked_fully = unlocked_last_k == 0
 
     def unlock(self) -> None:
         """Make every parameter of the tower trainable again."""
         for p in self.parameters():
             p.requires_grad_(True)
-        self.locked_fully = False
 
     @property
     def is_frozen(self) -> bool:
-        """True when no parameter of the tower is trainable."""
+        """True when no parameter of the tower is trainable: the project's one meaning of "frozen"."""
         return not any(p.requires_grad for p in self.parameters())
 
 
@@ -130,6 +128,7 @@ class ClefModel(nn.Module):
         self.preprocess = preprocess
         self.backbone = backbone
         self.backbone_config = backbone_config
+        self._text_cache: dict = {}  # see embed_texts
 
     # --- the contract -------------------------------------------------------------------------
     def encode_image(self, images: Tensor) -> Tensor:
@@ -147,6 +146,43 @@ class ClefModel(nn.Module):
         if isinstance(texts, str):
             raise TypeError("tokenize expects a list of strings, not one string")
         return self._tokenizer(list(texts))
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        """(N, D) unit-norm embeddings of ``texts``, tokenised and encoded ``batch_size`` at a time.
+
+        This is the project's one text-embedding cache rule, owned here: while the text tower is
+        frozen (:attr:`Tower.is_frozen`) each text's embedding is computed once, without gradients,
+        and reused; the cache is keyed by the text, device and dtype, and emptied whenever a
+        text-tower parameter changes (optimiser steps and ``load_state_dict`` bump the tensors'
+        version counters). A text tower with any trainable part is run on every call, with gradients
+        when they are enabled.
+        """
+        if isinstance(texts, str):
+            raise TypeError("embed_texts expects a list of strings, not one string")
+        texts = list(texts)
+        if not self.text_tower.is_frozen:
+            return self._encode_texts(texts, batch_size)
+        probe = self.logit_scale
+        versions = tuple(p._version for p in self.text_tower.parameters())
+        cache = self._text_cache
+        if cache.get("versions") != versions:
+            cache.clear()
+            cache["versions"] = versions
+        table = cache.setdefault((str(probe.device), probe.dtype), {})
+        missing = list(dict.fromkeys(t for t in texts if t not in table))
+        if missing:
+            with torch.no_grad():
+                table.update(zip(missing, self._encode_texts(missing, batch_size), strict=True))
+        return torch.stack([table[t] for t in texts]) if texts else probe.new_zeros(0, self.embed_dim)
+
+    def _encode_texts(self, texts: list[str], batch_size: int) -> Tensor:
+        if not texts:
+            return self.logit_scale.new_zeros(0, self.embed_dim)
+        parts = [
+            self.encode_text(self.tokenize(texts[i : i + batch_size]))
+            for i in range(0, len(texts), batch_size)
+        ]
+        return torch.cat(parts)
 
     def scale(self) -> Tensor:
         """exp(logit_scale) clamped at 100 (method.md §2): the factor on cosine similarities."""
@@ -175,11 +211,11 @@ class ClefModel(nn.Module):
         self.text_tower.unlock()
 
     def train(self, mode: bool = True) -> ClefModel:
-        """As ``nn.Module.train``, but a fully locked tower stays in eval mode, so that its dropout
-        and normalisation statistics do not change what it computes (its embeddings stay fixed)."""
+        """As ``nn.Module.train``, but a frozen tower stays in eval mode, so that its dropout and
+        normalisation statistics do not change what it computes (its embeddings stay fixed)."""
         super().train(mode)
         for tower in (self.image_tower, self.text_tower):
-            if getattr(tower, "locked_fully", False):
+            if tower.is_frozen:
                 tower.eval()
         return self
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clef.ablation import ABLATION_ROWS
 from clef.cli import main
+from clef.experiments.ablation import ABLATION_ROWS
+from clef.experiments.reproduce import PRESETS, ROWS, ReproduceResult, write_report
+from clef.experiments.settings import stage1_config, stage2_config
 from clef.labels import BP4D_AUS
-from clef.reproduce import PRESETS, ROWS, ReproduceResult, stage1_config, stage2_config, write_report
 from clef.zeroshot import ZeroShotScore
 
 
@@ -81,7 +82,7 @@ def test_reproduce_micro_end_to_end(tmp_path: Path):
 
 
 def test_results_round_trip_and_merge(tmp_path):
-    from clef.reproduce import load_results, merge_results
+    from clef.experiments.reproduce import load_results, merge_results
 
     parts = []
     for seed, value in ((0, 0.4), (1, 0.5)):
@@ -102,11 +103,11 @@ def test_results_round_trip_and_merge(tmp_path):
 def test_trivial_baselines_match_a_hand_count(tmp_path):
     from clef.data import load_dataset
     from clef.data.folds import split_fold
-    from clef.reproduce import ensure_world, world_baselines
+    from clef.experiments.world import ensure_world, world_baselines
 
     cfg = PRESETS["micro"]
     world = ensure_world(cfg.world, tmp_path / "world", lambda m: None, progress=False)
-    b = world_baselines(cfg, world)
+    b = world_baselines(cfg.au_fold, world)
     lab = load_dataset("bp4d", world / "bp4d")
     _, test = split_fold(lab, cfg.au_fold, lab.attrs.get("protocol"))
     f1s = []
@@ -124,7 +125,7 @@ def test_trivial_baselines_match_a_hand_count(tmp_path):
     result = ReproduceResult(cfg, baselines=b)
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.json").write_text(json.dumps(result.to_dict()))
-    from clef.reproduce import load_results
+    from clef.experiments.reproduce import load_results
 
     loaded = load_results(tmp_path / "r")
     assert loaded.baselines == b and loaded.config == cfg  # tuples of the world config survive JSON

@@ -6,7 +6,7 @@ pretrained MiniLM text tower) and the CLEF rows start from stage-1 checkpoints (
 pre-trained on the lab world. What runs (per seed):
 
 * the world (once): lab domain (BP4D layout, 3-fold protocol) and wild domain (RAF-DB layout);
-* stage 1 (method.md §3) twice: PI (SupCon only) and PA+PI (SupCon + L_IA), on the training subjects
+* stage 1 (docs/method.md §3) twice: PI (SupCon only) and PA+PI (SupCon + L_IA), on the training subjects
   of ``au_fold`` only. Both tasks start from these runs: for FER the paper pre-trains on all the lab
   data; we reuse the fold's subset to run each stage-1 variant once per seed (the wild test images
   are new identities either way, so nothing leaks);
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,21 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from clef.ablation import ABLATION_ROWS, AblationRow
-from clef.engine import EngineConfig
+from clef.evaluation import mean_std
+from clef.experiments.ablation import ABLATION_ROWS, AblationRow, stage2_switches
+from clef.experiments.settings import ExperimentConfig, stage1_config, stage2_config
+from clef.experiments.world import ensure_world, world_baselines
 from clef.synth.world import WorldConfig
-from clef.zeroshot import DEFAULT_SEEN, ZeroShotScore
+from clef.zeroshot import ZeroShotScore
 
 __all__ = [
-    "ReproduceConfig",
     "PRESETS",
     "Row",
     "ROWS",
     "ReproduceResult",
-    "trivial_baselines",
-    "world_baselines",
-    "stage1_config",
-    "stage2_config",
     "reproduce",
     "load_results",
     "merge_results",
@@ -55,35 +51,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ReproduceConfig:
-    """Sizes of a reproduction run; :data:`PRESETS` holds ``micro`` (tests), ``quick`` and ``full``."""
-
-    mode: str = "quick"
-    seeds: tuple[int, ...] = (0,)
-    world: WorldConfig = WorldConfig(lab_subjects=41, frames_per_video=8, wild_images=1000)
-    # Offline backbone overrides: a small residual CNN from scratch at 32 px (the world is rendered at
-    # 64 px and resized on load) + the pretrained MiniLM text tower. At 32 px a CNN from scratch leaves
-    # the majority-class plateau on the wild world after ~300 steps (reports/world_calibration.md).
-    backbone_config: dict[str, Any] = field(
-        default_factory=lambda: {"cnn_widths": [16, 32, 64, 128], "image_size": 32}
-    )
-    stage1_steps: int = 60
-    stage1_frames_per_activity: int = 4  # x 8 activities per batch
-    stage2_steps: int = 60  # quick mode: a wiring-level run (models barely leave trivial predictors)
-    batch_size: int = 32
-    # Only the last MiniLM block + the projection train (stage 1 with PA, stage 2 with text heads):
-    # L_DN needs a trainable text side, and the whole tower is too slow on a 2-core CPU.
-    text_trainable_blocks: int = 1
-    au_fold: int = 1
-    seen: tuple[str, ...] = DEFAULT_SEEN
-    device: str = "cpu"
-    workers: int = 0
-
-
-PRESETS: dict[str, ReproduceConfig] = {
+PRESETS: dict[str, ExperimentConfig] = {
     # The smallest setting that runs every row (tests): a few steps, a handful of subjects.
-    "micro": ReproduceConfig(
+    "micro": ExperimentConfig(
         mode="micro",
         world=WorldConfig(
             lab_subjects=6, frames_per_video=3, wild_images=70, disfa_subjects=1, disfa_frames=4
@@ -94,8 +64,8 @@ PRESETS: dict[str, ReproduceConfig] = {
         stage2_steps=2,
         batch_size=16,
     ),
-    "quick": ReproduceConfig(),
-    "full": ReproduceConfig(
+    "quick": ExperimentConfig(),
+    "full": ExperimentConfig(
         mode="full",
         seeds=(0, 1, 2),
         world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=2000),
@@ -127,11 +97,7 @@ class Row:
 
     @property
     def switches(self) -> dict[str, Any]:
-        if self.n:
-            return {"head": "names", "description_loss": self.d}
-        if self.d:
-            return {"head": "descriptions", "description_loss": False}
-        return {"head": "linear", "description_loss": False}
+        return stage2_switches(self)
 
 
 def _rows() -> tuple[Row, ...]:
@@ -148,94 +114,11 @@ ROWS: tuple[Row, ...] = _rows()
 ZS_CLEF_STAGE1 = "pa_pi"  # the zero-shot CLEF model starts from the full stage 1
 
 
-def stage1_config(cfg: ReproduceConfig, variant: str, seed: int, out: Path, root: Path, progress: bool):
-    """The :class:`clef.pretrain.PretrainConfig` of stage-1 ``variant`` (``pi`` or ``pa_pi``)."""
-    from clef.pretrain import PretrainConfig, PretrainData, PretrainModel
-    from clef.stage1 import Stage1LossConfig
-
-    steps = cfg.stage1_steps
-    return PretrainConfig(
-        out=str(out),
-        seed=seed,
-        device=cfg.device,
-        data=PretrainData(
-            dataset="bp4d",
-            root=str(root),
-            fold=cfg.au_fold,
-            prompts="synth",
-            frames_per_activity=cfg.stage1_frames_per_activity,
-            frame_stride=2,
-            workers=cfg.workers,
-        ),
-        model=PretrainModel(
-            config=dict(cfg.backbone_config), lock_text=True, text_unlocked_last_k=cfg.text_trainable_blocks
-        ),
-        loss=Stage1LossConfig(image_loss="supcon", image_text=variant == "pa_pi"),
-        train=EngineConfig(
-            steps=steps,
-            warmup_steps=max(1, steps // 10),
-            checkpoint_every=10**9,
-            log_every=10,
-            progress=progress,
-        ),
-    )
-
-
-def stage2_config(
-    cfg: ReproduceConfig,
-    task: str,
-    root: Path,
-    run_dir: Path,
-    seed: int,
-    checkpoint: Path | None,
-    switches: dict[str, Any],
-    progress: bool,
-):
-    """The :class:`clef.stage2.FinetuneConfig` of one row on one task."""
-    from clef.stage2 import DataConfig, FinetuneConfig, InitConfig, MethodConfig
-
-    if checkpoint is not None:
-        init = InitConfig(checkpoint=str(checkpoint))
-    else:
-        init = InitConfig(backbone="offline", backbone_config=dict(cfg.backbone_config), pretrained=True)
-    data = DataConfig(
-        dataset="bp4d" if task == "au" else "rafdb",
-        root=str(root),
-        fold=cfg.au_fold if task == "au" else None,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-    )
-    uses_text = switches["head"] != "linear"
-    method = MethodConfig(
-        task=task,
-        au_pos_weight="balanced" if task == "au" else "none",
-        text_tower="train" if uses_text else "lock",
-        text_trainable_blocks=cfg.text_trainable_blocks if uses_text else None,
-        **switches,
-    )
-    steps = cfg.stage2_steps
-    return FinetuneConfig(
-        seed=seed,
-        device=cfg.device,
-        run_dir=str(run_dir),
-        init=init,
-        data=data,
-        method=method,
-        engine=EngineConfig(
-            steps=steps,
-            warmup_steps=max(1, steps // 10),
-            checkpoint_every=10**9,
-            log_every=10,
-            progress=progress,
-        ),
-    )
-
-
 @dataclass
 class ReproduceResult:
     """Numbers per seed: ``ablation[row.key][task]`` (fractions), zero-shot scores, timings."""
 
-    config: ReproduceConfig
+    config: ExperimentConfig
     ablation: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     zeroshot: dict[str, list[ZeroShotScore]] = field(default_factory=dict)  # "<protocol>/<texts>/<model>"
     seconds: dict[str, float] = field(default_factory=dict)
@@ -255,29 +138,8 @@ class ReproduceResult:
         }
 
 
-def ensure_world(world_cfg: WorldConfig, folder: Path, log: Callable[[str], None], progress: bool) -> Path:
-    """Render the lab and wild domains of ``world_cfg`` into ``folder`` unless it already holds them.
-
-    A folder rendered earlier is reused only when its ``world.json`` records the same config, so a
-    run never trains on a world of another size or seed.
-    """
-    from clef.synth.export import DOMAIN_FOLDERS, write_world
-
-    manifest = folder / "world.json"
-    if manifest.is_file():
-        recorded = json.loads(manifest.read_text()).get("config")
-        if recorded == json.loads(json.dumps(dataclasses.asdict(world_cfg))):
-            return folder
-        log(f"{folder} holds a world of another config: rendering it again")
-        for domain in ("lab", "wild"):  # stale frames and label files of the old world must go
-            shutil.rmtree(folder / DOMAIN_FOLDERS[domain], ignore_errors=True)
-    log(f"rendering the built-in world into {folder}")
-    write_world(world_cfg, folder, domains=("lab", "wild"), workers=2, progress=progress)
-    return folder
-
-
 def reproduce(
-    cfg: ReproduceConfig,
+    cfg: ExperimentConfig,
     out: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -296,7 +158,7 @@ def reproduce(
     start = time.perf_counter()
     ensure_world(cfg.world, out / "world", log, progress)
     result.seconds["world"] = time.perf_counter() - start
-    result.baselines = world_baselines(cfg, out / "world")
+    result.baselines = world_baselines(cfg.au_fold, out / "world")
     if jobs > 1 and len(cfg.seeds) > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -309,39 +171,6 @@ def reproduce(
     result.seconds["total"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     return result
-
-
-def trivial_baselines(cfg: ReproduceConfig, lab, wild) -> dict[str, Any]:
-    """What label-blind predictors score on the test sets every row is scored on.
-
-    ``lab`` / ``wild``: the world's BP4D- and RAF-DB-layout record tables, split as the rows split them.
-    ``au_all_positive_f1``: mean F1 over the BP4D AUs of predicting every AU present on fold
-    ``cfg.au_fold``'s test frames (masked labels excluded), i.e. mean of 2p / (1 + p) over base rates p;
-    ``fer_majority_accuracy`` / ``fer_majority_class``: always answering the training split's most
-    frequent class on the wild test split.
-    """
-    from clef.data.records import au_targets
-    from clef.labels import BP4D_AUS
-    from clef.stage2 import DataConfig, split_records
-
-    _, lab_test = split_records(lab, DataConfig(dataset="bp4d", fold=cfg.au_fold))
-    targets, mask = au_targets(lab_test, BP4D_AUS)
-    base_rate = (targets * mask).sum(axis=0) / np.maximum(mask.sum(axis=0), 1)
-    train, test = split_records(wild, DataConfig(dataset="rafdb", fold=None))
-    majority = str(train["expression"].value_counts().idxmax())
-    return {
-        "au_all_positive_f1": float(np.mean(2 * base_rate / (1 + base_rate))),
-        "fer_majority_accuracy": float((test["expression"] == majority).mean()),
-        "fer_majority_class": majority,
-    }
-
-
-def world_baselines(cfg: ReproduceConfig, world: Path) -> dict[str, Any]:
-    """:func:`trivial_baselines` of the world rendered into ``world``."""
-    from clef.data import load_dataset
-
-    lab, wild = load_dataset("bp4d", world / "bp4d"), load_dataset("rafdb", world / "rafdb")
-    return trivial_baselines(cfg, lab, wild)
 
 
 def _merge_into(result: ReproduceResult, parts: Sequence[ReproduceResult]) -> None:
@@ -367,7 +196,7 @@ def load_results(path: str | Path) -> ReproduceResult:
     c = dict(data["config"])
     c["world"] = WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c["world"].items()})
     c["seeds"], c["seen"] = tuple(c["seeds"]), tuple(c["seen"])
-    result = ReproduceResult(ReproduceConfig(**c))
+    result = ReproduceResult(ExperimentConfig(**c))
     result.ablation = data["ablation"]
     result.zeroshot = {k: [ZeroShotScore(**s) for s in v] for k, v in data["zeroshot"].items()}
     result.seconds, result.per_au, result.aus = data["seconds"], data["per_au"], data["aus"]
@@ -399,7 +228,7 @@ def _finished_stage1(cfg) -> Path | None:
     from clef.checkpoint import finished_with
     from clef.config import config_to_dict
 
-    checkpoint = Path(cfg.out) / "stage1"
+    checkpoint = Path(cfg.run_dir) / "stage1"
     return checkpoint if finished_with(checkpoint, config_to_dict(cfg)) is not None else None
 
 
@@ -411,11 +240,11 @@ def _seed_worker(args) -> ReproduceResult:
     return _run_seed(cfg, out, seed, False, lambda m: print(m, flush=True))
 
 
-def _run_seed(cfg: ReproduceConfig, out: Path, seed: int, progress: bool, log) -> ReproduceResult:
+def _run_seed(cfg: ExperimentConfig, out: Path, seed: int, progress: bool, log) -> ReproduceResult:
     """Stage 1 (both variants), every row on both tasks and both zero-shot protocols for one seed."""
     from clef.data import load_dataset
+    from clef.finetune import finetune
     from clef.pretrain import pretrain
-    from clef.stage2 import finetune
     from clef.zeroshot import au_to_fer_protocol, unseen_expression_protocol
 
     result = ReproduceResult(cfg)
@@ -473,15 +302,6 @@ def _run_seed(cfg: ReproduceConfig, out: Path, seed: int, progress: bool, log) -
 
 
 # ------------------------------------------------------------------------------------------ report
-def _ms(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
-    v = scale * np.asarray(values, dtype=float)
-    if len(v) == 0 or np.all(np.isnan(v)):
-        return "-"
-    if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{np.nanmean(v):.{digits}f} ± {np.nanstd(v, ddof=1):.{digits}f}"
-
-
 def _tick(on: bool) -> str:
     return "✓" if on else ""
 
@@ -510,7 +330,7 @@ def ablation_table(result: ReproduceResult) -> str:
         paper = row.paper
         lines.append(
             f"| {row.model} | {_tick(row.pa)} | {_tick(row.pi)} | ✓ | {_tick(row.n)} | {_tick(row.d)} "
-            f"| {_ms(numbers.get('au', []))} | {_ms(numbers.get('fer', []), digits=2)} "
+            f"| {mean_std(numbers.get('au', []))} | {mean_std(numbers.get('fer', []), digits=2)} "
             f"| {paper.model} | {paper.bp4d} | {paper.rafdb} |"
         )
     return "\n".join(lines)
@@ -544,8 +364,8 @@ def zeroshot_table(result: ReproduceResult) -> str:
             ]
         for label, attr, chance in rows:
             lines.append(
-                f"| {protocol} | {texts} | {label} | {_ms([getattr(s, attr) for s in base])} "
-                f"| {_ms([getattr(s, attr) for s in clef])} | {100 * getattr(ref, chance):.1f} "
+                f"| {protocol} | {texts} | {label} | {mean_std([getattr(s, attr) for s in base])} "
+                f"| {mean_std([getattr(s, attr) for s in clef])} | {100 * getattr(ref, chance):.1f} "
                 f"| {ZS_PAPER[protocol] if attr == 'accuracy_unseen' else ''} |"
             )
     return "\n".join(lines)

@@ -9,7 +9,7 @@ world), evaluates all four and writes ``report.md`` with PNG figures:
 * ``fer_confusion.png`` — CLEF's and I's FER confusion matrices (row-normalised);
 * ``comparison.png`` — AU mean F1 and FER accuracy, CLEF vs I;
 * ``tsne.png`` — t-SNE of the image embeddings of the wild test images (I, stage 1 alone, CLEF),
-  coloured by expression (method.md §7, the paper's visualisation).
+  coloured by expression (docs/method.md §7, the paper's visualisation).
 
 Sizes come from :data:`DEMO_PRESETS` (``default`` fits ≤ 10 minutes on a 2-core CPU, ``quick`` is
 for tests). Synthetic numbers, never real-data results.
@@ -26,20 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from clef.reproduce import (
-    PRESETS,
-    ReproduceConfig,
-    ensure_world,
-    stage1_config,
-    stage2_config,
-    trivial_baselines,
-)
+from clef.evaluation import plot_au_f1, plot_confusions
+from clef.experiments.reproduce import PRESETS
+from clef.experiments.settings import ExperimentConfig, stage1_config, stage2_config
+from clef.experiments.world import ensure_world, trivial_baselines
 from clef.synth.world import WorldConfig
 
 __all__ = ["DEMO_PRESETS", "DemoResult", "run_demo", "write_demo_report"]
 
-DEMO_PRESETS: dict[str, ReproduceConfig] = {
-    "default": ReproduceConfig(
+DEMO_PRESETS: dict[str, ExperimentConfig] = {
+    "default": ExperimentConfig(
         mode="demo",
         world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=2000),
         stage1_steps=200,
@@ -59,7 +55,7 @@ BASELINE_SWITCHES = {"head": "linear", "description_loss": False}  # I, no stage
 class DemoResult:
     """The four fine-tuned runs' metrics, figure paths and timings."""
 
-    config: ReproduceConfig
+    config: ExperimentConfig
     au: dict[str, object] = field(default_factory=dict)  # "CLEF" / "I" -> AUResult
     fer: dict[str, object] = field(default_factory=dict)  # "CLEF" / "I" -> FERResult
     figures: dict[str, Path] = field(default_factory=dict)
@@ -78,7 +74,7 @@ class DemoResult:
 
 
 def run_demo(
-    cfg: ReproduceConfig,
+    cfg: ExperimentConfig,
     out: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -86,8 +82,11 @@ def run_demo(
     """Run the demo into ``out`` (world, runs, figures, ``report.md``); return the numbers."""
     from clef.checkpoint import load_checkpoint
     from clef.data import load_dataset
+    from clef.finetune import finetune
+    from clef.finetuned import load_finetuned
+    from clef.inference import embed_images
     from clef.pretrain import pretrain
-    from clef.stage2 import embed_images, finetune, load_finetuned
+    from clef.visualize import plot_tsne
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +98,7 @@ def run_demo(
     result.seconds["world"] = time.perf_counter() - start
     roots = {"au": world / "bp4d", "fer": world / "rafdb"}
     records = {"au": load_dataset("bp4d", roots["au"]), "fer": load_dataset("rafdb", roots["fer"])}
-    result.baselines = trivial_baselines(cfg, records["au"], records["fer"])
+    result.baselines = trivial_baselines(cfg.au_fold, records["au"], records["fer"])
 
     t = time.perf_counter()
     log("[2/5] stage 1: weakly-supervised pre-training on the lab world (PA + PI)")
@@ -127,8 +126,16 @@ def run_demo(
     log("[5/5] figures: per-AU F1, confusion matrices, comparison, t-SNE of the embeddings")
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
-    result.figures["au_f1"] = _plot_au(result, figures / "au_f1.png")
-    result.figures["fer_confusion"] = _plot_confusions(result, figures / "fer_confusion.png")
+    result.figures["au_f1"] = plot_au_f1(
+        {"I": result.au["I"], "CLEF": result.au["CLEF"]},
+        figures / "au_f1.png",
+        "AU detection, lab world, fold 1 test subjects",
+    )
+    result.figures["fer_confusion"] = plot_confusions(
+        {"I": result.fer["I"], "CLEF": result.fer["CLEF"]},
+        figures / "fer_confusion.png",
+        "FER confusion, wild world test split",
+    )
     result.figures["comparison"] = _plot_comparison(result, figures / "comparison.png")
     test = records["fer"][records["fer"]["split"] == "test"]
     test = test[test["expression"].notna()]
@@ -142,8 +149,12 @@ def run_demo(
     ):
         emb = embed_images(loader(), test, device=cfg.device, progress=progress).numpy()
         panels.append((title, emb))
-    result.figures["tsne"] = _plot_tsne(
-        panels, test["expression"].astype(str).to_numpy(), figures / "tsne.png", seed
+    result.figures["tsne"] = plot_tsne(
+        panels,
+        test["expression"].astype(str).to_numpy(),
+        figures / "tsne.png",
+        seed,
+        title="t-SNE of image embeddings, wild world test images, coloured by expression",
     )
     result.seconds["figures"] = time.perf_counter() - t
     result.seconds["total"] = time.perf_counter() - start
@@ -152,67 +163,6 @@ def run_demo(
 
 
 # ------------------------------------------------------------------------------------------ figures
-def _plot_au(result: DemoResult, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    aus = result.au["CLEF"].aus
-    fig = Figure(figsize=(max(5, 0.6 * len(aus) + 1.5), 3.4))
-    ax = fig.subplots()
-    x = np.arange(len(aus))
-    for offset, name, colour in ((-0.2, "I", "#8c8c8c"), (0.2, "CLEF", "#4c72b0")):
-        r = result.au[name]
-        ax.bar(
-            x + offset,
-            100 * np.asarray(r.f1),
-            0.4,
-            color=colour,
-            label=f"{name} (mean {100 * r.mean_f1:.1f})",
-        )
-    ax.plot(x, 100 * np.asarray(result.au["CLEF"].base_rate), "k_", markersize=14, label="base rate")
-    ax.set_xticks(x, [f"AU{a}" for a in aus], rotation=45)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("F1 x 100 (threshold 0.5)")
-    ax.set_title("AU detection, lab world, fold 1 test subjects")
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def _plot_confusions(result: DemoResult, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    classes = result.fer["CLEF"].classes
-    n = len(classes)
-    fig = Figure(figsize=(2 + 1.2 * n, 1.8 + 0.6 * n))
-    axes = fig.subplots(1, 2)
-    for ax, name in zip(axes, ("I", "CLEF"), strict=True):
-        r = result.fer[name]
-        m = np.asarray(r.confusion, dtype=float)
-        rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-        ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-        for i in range(n):
-            for j in range(n):
-                ax.text(
-                    j,
-                    i,
-                    f"{100 * rows[i, j]:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if rows[i, j] > 0.5 else "black",
-                )
-        ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(n), classes if name == "I" else [""] * n, fontsize=8)
-        ax.set_xlabel("predicted")
-        ax.set_title(f"{name}: accuracy {100 * r.accuracy:.1f} %", fontsize=9)
-    axes[0].set_ylabel("true (row %)")
-    fig.suptitle("FER confusion, wild world test split", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
-
-
 def _plot_comparison(result: DemoResult, path: Path) -> Path:
     from matplotlib.figure import Figure
 
@@ -236,32 +186,6 @@ def _plot_comparison(result: DemoResult, path: Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    return path
-
-
-def _plot_tsne(panels, labels: np.ndarray, path: Path, seed: int) -> Path:
-    from matplotlib.figure import Figure
-    from sklearn.manifold import TSNE
-
-    from clef.labels import EXPRESSIONS
-
-    classes = [e for e in EXPRESSIONS if e in set(labels)]
-    colours = {c: f"C{k}" for k, c in enumerate(classes)}
-    fig = Figure(figsize=(4.2 * len(panels), 4.4))
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
-    for ax, (title, emb) in zip(axes, panels, strict=True):
-        perplexity = float(min(30, max(2, (len(emb) - 1) // 3)))
-        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb)
-        for c in classes:
-            sel = labels == c
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=colours[c], label=c, alpha=0.8)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[-1].legend(fontsize=7, markerscale=2, loc="best")
-    fig.suptitle("t-SNE of image embeddings, wild world test images, coloured by expression", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
     return path
 
 
