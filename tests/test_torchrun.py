@@ -56,3 +56,37 @@ def test_torchrun_two_processes(tmp_path):
     assert sorted(r["rank"] for r in lines) == [0, 1] and all(r["world"] == 2 for r in lines)
     assert lines[0]["weight"] == lines[1]["weight"] and lines[0]["loss"] == lines[1]["loss"]
     assert (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_finetune_under_torchrun_two_processes(tiny_world, tmp_path):
+    """`torchrun -m clef finetune`: both ranks train on their shard, rank 0 writes and evaluates."""
+    from tiny import TINY_CLIP_YAML
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS="1")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    run = tmp_path / "ft"
+    args = [
+        "-m",
+        "clef",
+        "finetune",
+        f"data.root={tiny_world / 'bp4d'}",
+        f"run_dir={run}",
+        "device=cpu",
+        "init.backbone=clip-vit-b16",
+        f"init.backbone_config={TINY_CLIP_YAML}",
+        "init.pretrained=false",
+        "data.batch_size=8",
+        "engine.steps=2",
+        "engine.warmup_steps=1",
+        "engine.log_every=1",
+        "--quiet",
+    ]
+    out = subprocess.run([*torchrun, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("checkpoint") == 1  # only rank 0 reports (and writes) the model
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["metrics"]["aus"] and meta["notes"]["n_train"] > 0

@@ -29,10 +29,17 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clef.config import load_config
+    from clef.distributed import is_main_process, shutdown
     from clef.finetune import FinetuneConfig, finetune
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    result = finetune(cfg, progress=not args.quiet, resume=args.resume)
+    try:
+        result = finetune(cfg, progress=not args.quiet, resume=args.resume)
+        main = is_main_process()
+    finally:
+        shutdown()
+    if not main:  # under torchrun, rank 0 reports
+        return 0
     print(
         f"trained on {result.n_train} records in {result.train_seconds:.0f} s; checkpoint {result.checkpoint}"
     )
