@@ -1,4 +1,4 @@
-"""The documentation the code cites exists: every method.md section number and datasets.md section
+"""The documentation the code cites exists: every docs/method.md section number and datasets.md section
 name cited in the sources is a heading of ``docs/``, and the links between the guides resolve."""
 
 import re

@@ -17,20 +17,11 @@ from clef.labels import BP4D_AUS
 from clef.prompts import load_prompt_set
 from clef.run_config import OptimConfig, TrainableConfig, param_groups
 from clef.stage2 import MethodConfig, Stage2Step
+from tiny import stage2_batch
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = load_prompt_set("labels")
 AUS = (1, 2, 4, 12)
-
-
-def _batch(b=6, size=32, j=4):
-    g = torch.Generator().manual_seed(1)
-    mask = torch.rand(b, j, generator=g) > 0.2
-    return {
-        "image": torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=g),
-        "au": (torch.rand(b, j, generator=g) > 0.6).float() * mask,
-        "au_mask": mask,
-    }
 
 
 def _model(clef, text_blocks=None, image_blocks=None, **method):
@@ -59,7 +50,7 @@ def test_text_tower_gets_the_small_learning_rate_or_stays_frozen(tiny_clip, new_
         locked,
         Stage2Step(cfg, None, torch.Generator()),
         groups,
-        [_batch()] * 3,
+        [stage2_batch()] * 3,
         EngineConfig(steps=3, warmup_steps=0, progress=False),
         tmp_path,
     )

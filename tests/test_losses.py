@@ -1,4 +1,5 @@
-"""Each loss against a slow reference written with explicit loops, and closed forms (method.md §3, §4)."""
+"""Each loss against a slow reference written with explicit loops, and closed forms (docs/method.md
+§3, §4)."""
 
 from __future__ import annotations
 

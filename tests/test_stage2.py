@@ -21,7 +21,7 @@ from clef.model import build_model
 from clef.prompts import load_prompt_set
 from clef.run_config import OptimConfig, TrainableConfig, param_groups
 from clef.stage2 import MethodConfig, Stage2Step, au_pos_weights
-from tiny import SMALL_CNN
+from tiny import SMALL_CNN, stage2_batch
 
 PROMPTS = load_prompt_set("labels")
 AUS = (1, 2, 4, 12)
@@ -36,17 +36,6 @@ def _model(clef, task="au", text_blocks=None, **method) -> tuple[FineTuneModel, 
     model = build_finetune_model(clef, space, cfg, "labels", TrainableConfig(text_blocks=text_blocks))
     # eval mode: the text tower's dropout would make two passes differ (the step does not care).
     return model.eval(), cfg
-
-
-def _batch(b=6, size=32, j=4, c=3):  # j = len(AUS), c = len(CLASSES)
-    g = torch.Generator().manual_seed(1)
-    mask = torch.rand(b, j, generator=g) > 0.2
-    return {
-        "image": torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=g),
-        "au": (torch.rand(b, j, generator=g) > 0.6).float() * mask,
-        "au_mask": mask,
-        "expression": torch.arange(b) % c,
-    }
 
 
 def test_pos_weights_are_negatives_over_positives_capped():
@@ -64,7 +53,7 @@ def test_au_step_is_masked_bce_plus_weighted_description_loss(tiny_clip):
     model, cfg = _model(tiny_clip, description_weight=0.5)
     with torch.no_grad():
         model.head.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
-    batch = _batch()
+    batch = stage2_batch()
     out = Stage2Step(cfg, None, torch.Generator().manual_seed(3))(model, batch)
 
     # By hand: the same draws (names first, then descriptions), separate text passes.
@@ -87,7 +76,7 @@ def test_au_step_is_masked_bce_plus_weighted_description_loss(tiny_clip):
 
 def test_fer_step_is_cross_entropy_over_name_prototypes(tiny_clip):
     model, cfg = _model(tiny_clip, task="fer", description_loss=False)
-    batch = _batch()
+    batch = stage2_batch()
     out = Stage2Step(cfg, None, torch.Generator().manual_seed(5))(model, batch)
     g = torch.Generator().manual_seed(5)
     choice = torch.randint(len(PROMPTS.name_templates), (len(CLASSES),), generator=g)
@@ -101,7 +90,7 @@ def test_fer_step_is_cross_entropy_over_name_prototypes(tiny_clip):
 
 def test_descriptions_head_uses_descriptions_as_prototypes(tiny_clip):
     model, cfg = _model(tiny_clip, task="fer", head="descriptions", description_loss=False)
-    batch = _batch()
+    batch = stage2_batch()
     out = Stage2Step(cfg, None, torch.Generator().manual_seed(2))(model, batch)
     g = torch.Generator().manual_seed(2)
     choice = torch.randint(len(PROMPTS.description_templates), (len(CLASSES),), generator=g)
@@ -116,7 +105,7 @@ def test_descriptions_head_uses_descriptions_as_prototypes(tiny_clip):
 
 def test_linear_baseline_uses_no_text(tiny_clip):
     model, cfg = _model(tiny_clip, head="linear", description_loss=False)
-    batch = _batch()
+    batch = stage2_batch()
     out = Stage2Step(cfg, None, torch.Generator())(model, batch)
     v = model.clef.encode_image(model.clef.preprocess.normalize(batch["image"].float() / 255))
     expected = masked_bce_loss(model.head(v), batch["au"], batch["au_mask"])
@@ -128,7 +117,7 @@ def test_linear_baseline_uses_no_text(tiny_clip):
 
 def test_prompt_pair_step_and_prototypes(tiny_clip):
     model, cfg = _model(tiny_clip, au_prompt="pair", description_loss=False)
-    out = Stage2Step(cfg, None, torch.Generator())(model, _batch())
+    out = Stage2Step(cfg, None, torch.Generator())(model, stage2_batch())
     assert torch.isfinite(out["loss"])
     assert model.prototypes().shape == (2, len(AUS), model.clef.embed_dim)
 
@@ -140,7 +129,7 @@ def test_every_trainable_parameter_gets_a_gradient():
     model = build_finetune_model(
         clef, label_space("au", PROMPTS, aus=AUS), cfg, "labels", TrainableConfig(text_blocks=1)
     )
-    Stage2Step(cfg, BatchAugment(AugmentConfig(size=64)), torch.Generator())(model, _batch(size=64))[
+    Stage2Step(cfg, BatchAugment(AugmentConfig(size=64)), torch.Generator())(model, stage2_batch(size=64))[
         "loss"
     ].backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -173,11 +162,11 @@ def test_method_config_rejects_inconsistent_switches():
 
 def test_description_loss_trains_nothing_when_the_text_tower_is_locked(tiny_clip):
     model, cfg = _model(tiny_clip, text_blocks=0)
-    out = Stage2Step(cfg, None, torch.Generator().manual_seed(0))(model, _batch())
+    out = Stage2Step(cfg, None, torch.Generator().manual_seed(0))(model, stage2_batch())
     assert out["loss_dn"].item() > 0
     out["loss"].backward()
     with_dn = model.clef.logit_scale.grad.clone()
     model.zero_grad()
     cfg_no = dataclasses.replace(cfg, description_loss=False)
-    Stage2Step(cfg_no, None, torch.Generator().manual_seed(0))(model, _batch())["loss"].backward()
+    Stage2Step(cfg_no, None, torch.Generator().manual_seed(0))(model, stage2_batch())["loss"].backward()
     torch.testing.assert_close(model.clef.logit_scale.grad, with_dn)

@@ -36,3 +36,19 @@ BACKBONE_CASES = {
 # 6 lab subjects: the world interleaves BP4D's fold parts, so fold 1 has 4 training and 2 test
 # subjects; a wild split with every class; one DISFA subject.
 TINY_WORLD = WorldConfig(lab_subjects=6, frames_per_video=4, wild_images=80, disfa_subjects=1, disfa_frames=4)
+
+
+def stage2_batch(b: int = 6, size: int = 32, j: int = 4, c: int = 3) -> dict:
+    """A seeded stage-2 batch of ``b`` random uint8 images (``size`` px) with ``j`` AU targets (about
+    20 % uncoded) and expression indices over ``c`` classes, as :class:`clef.data.dataset.ImageRecords`
+    collates them."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    mask = torch.rand(b, j, generator=g) > 0.2
+    return {
+        "image": torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=g),
+        "au": (torch.rand(b, j, generator=g) > 0.6).float() * mask,
+        "au_mask": mask,
+        "expression": torch.arange(b) % c,
+    }

@@ -1,4 +1,4 @@
-"""Two-view image augmentation on batched tensors, on the training device (method.md §3: I and I′).
+"""Two-view image augmentation on batched tensors, on the training device (docs/method.md §3: I and I′).
 
 The data loader only decodes (uint8 images); augmentation runs here, on the whole batch at once, on
 whatever device the batch is on. Each operation is one vectorised tensor op over the batch with

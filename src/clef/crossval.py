@@ -1,4 +1,4 @@
-"""Cross-validation driver for the subject-exclusive k-fold protocols (datasets.md: BP4D, DISFA, BP4D+).
+"""Cross-validation driver for the subject-exclusive k-fold protocols (docs/datasets.md: BP4D, DISFA, BP4D+).
 
 For each fold: (optionally) stage 1 on that fold's training subjects only, then stage 2 on the same
 training subjects, then the fold's test subjects are scored (threshold 0.5, never tuned). The

@@ -1,4 +1,4 @@
-"""Stage-2 scoring heads: labels scored by image-text similarity (method.md §4), and the linear baseline.
+"""Stage-2 scoring heads: labels scored by image-text similarity (docs/method.md §4), and the linear baseline.
 
 All heads take unit-norm image embeddings ``image`` (B, D) and, for the text heads, unit-norm label
 text embeddings (C, D) computed by the caller (names, or descriptions for "D without N"), plus the
@@ -46,7 +46,7 @@ class PromptPairAUHead(nn.Module):
 
 
 class LinearHead(nn.Module):
-    """The ablation's "I" row: image embedding -> linear classifier, no text (method.md §2)."""
+    """The ablation's "I" row: image embedding -> linear classifier, no text (docs/method.md §2)."""
 
     def __init__(self, dim: int, n_outputs: int):
         super().__init__()

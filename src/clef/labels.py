@@ -29,7 +29,7 @@ AU_NAMES: dict[int, str] = {
 }
 ALL_AUS: tuple[int, ...] = tuple(AU_NAMES)
 
-# Benchmark subsets (datasets.md).
+# Benchmark subsets (docs/datasets.md).
 BP4D_AUS: tuple[int, ...] = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
 DISFA_CODED_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 DISFA_AUS: tuple[int, ...] = (1, 2, 4, 6, 9, 12, 25, 26)

@@ -1,11 +1,11 @@
-"""CLEF's contrastive losses: tensors in, a scalar out (method.md §3 and §4).
+"""CLEF's contrastive losses: tensors in, a scalar out (docs/method.md §3 and §4).
 
 The losses know nothing about models or data. Which frames meet in a batch is the sampler's business
 (:mod:`clef.data.sampler`); which frames are positives is given by labels.
 
 Conventions:
     * Embeddings need not be normalised: every loss L2-normalises them, so similarities are cosines
-      (method.md §2).
+      (docs/method.md §2).
     * ``logit_scale`` is the *multiplier* of the cosines (CLIP's ``exp(log_scale)``, already clamped
       at 100 by the model) as a float or a 0-d tensor (learnable); a fixed temperature τ is
       ``logit_scale = 1 / τ``.
@@ -137,7 +137,7 @@ def supcon_loss(
     logit_scale: float | torch.Tensor,
     gather_distributed: bool = False,
 ) -> torch.Tensor:
-    """L_II′, the activity-supervised image–image contrastive loss (method.md §3, "PI").
+    """L_II′, the activity-supervised image–image contrastive loss (docs/method.md §3, "PI").
 
     SupCon form (Khosla et al. 2020, L_out): the batch holds 2B views (two augmentations of B frames).
     For each anchor view i, the positives P(i) are every *other* view with the same activity label,
@@ -165,7 +165,7 @@ def nt_xent_loss(
     temperature: float = 0.1,
     gather_distributed: bool = False,
 ) -> torch.Tensor:
-    """Instance-level SimCLR / NT-Xent baseline (method.md §3: the loss the paper argues against).
+    """Instance-level SimCLR / NT-Xent baseline (docs/method.md §3: the loss the paper argues against).
 
     The only positive of a view is the other augmentation of the same frame; the denominator is every
     other view (2N - 1 terms). Equal to :func:`supcon_loss` with a distinct label per frame.
@@ -193,7 +193,7 @@ def image_text_loss(
     logit_scale: float | torch.Tensor,
     gather_distributed: bool = False,
 ) -> torch.Tensor:
-    """L_IA, the image ↔ activity-text contrastive loss (method.md §3, "PA").
+    """L_IA, the image ↔ activity-text contrastive loss (docs/method.md §3, "PA").
 
     The text side is the dataset's K activity descriptions, not one caption per image.
 
@@ -247,7 +247,7 @@ def description_name_loss(
     name_emb: torch.Tensor,
     logit_scale: float | torch.Tensor,
 ) -> torch.Tensor:
-    """L_DN, the description ↔ name text contrastive loss (method.md §4; ours: symmetric InfoNCE).
+    """L_DN, the description ↔ name text contrastive loss (docs/method.md §4; ours: symmetric InfoNCE).
 
     Row c of both inputs belongs to class c; the positive of description c is name c and vice versa,
     the other C - 1 classes are negatives. L_DN = (CE(desc → names) + CE(name → descs)) / 2.
@@ -276,7 +276,7 @@ def masked_bce_loss(
     mask: torch.Tensor,
     pos_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Multi-label AU loss of stage 2 (method.md §4, ours): sigmoid + BCE over the coded labels only.
+    """Multi-label AU loss of stage 2 (docs/method.md §4, ours): sigmoid + BCE over the coded labels only.
 
     ``L = Σ_{(i,j) coded} w_ij · BCE(logit_ij, y_ij) / #coded``, where ``w_ij = pos_weight_j`` for a
     positive label and 1 for a negative one (PyTorch's ``pos_weight`` convention). Labels that are not

@@ -1,6 +1,6 @@
 """Benchmark metrics as pure NumPy functions (arrays in, numbers out).
 
-Conventions (datasets.md):
+Conventions (docs/datasets.md):
 
 - **AU detection**: binary F1 of the *positive* class per AU, at probability threshold 0.5 (never tuned
   on the test fold), pooled over all test frames of a fold; frames whose label is not coded (BP4D's

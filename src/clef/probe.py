@@ -1,4 +1,4 @@
-"""Linear probes of frozen image features (issue 5; method.md §3's argument, measured).
+"""Linear probes of frozen image features (issue 5; docs/method.md §3's argument, measured).
 
 A probe asks what a representation makes *linearly* available, with the encoder frozen:
 

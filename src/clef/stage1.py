@@ -3,9 +3,9 @@
 This is the step function :func:`clef.engine.train` calls; it assembles the parts (augmentation,
 model contract, losses) and owns no loop. The model contract used here is the project's:
 ``encode_image(x (B, 3, S, S)) -> (B, D)``, ``encode_text(tokens) -> (K, D)`` and ``scale()``, the
-cosine multiplier exp(logit_scale) clamped at 100 (method.md §2; :class:`clef.model.ClefModel`).
+cosine multiplier exp(logit_scale) clamped at 100 (docs/method.md §2; :class:`clef.model.ClefModel`).
 
-Ablation switches (method.md §5): ``image_loss="supcon"`` is PI, ``image_text=True`` is PA;
+Ablation switches (docs/method.md §5): ``image_loss="supcon"`` is PI, ``image_text=True`` is PA;
 ``image_loss="simclr"`` is the instance-level baseline the paper argues against.
 """
 

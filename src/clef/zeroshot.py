@@ -1,4 +1,4 @@
-"""Zero-shot transfer to labels never trained on (method.md §4 "Inference", §5 zero-shot table).
+"""Zero-shot transfer to labels never trained on (docs/method.md §4 "Inference", §5 zero-shot table).
 
 Two protocols, as in the paper's zero-shot table:
 
@@ -6,7 +6,7 @@ Two protocols, as in the paper's zero-shot table:
   expressions only (their images, and only their names in the label space), then score every test
   image against the names of *all* classes. Reported: accuracy on the unseen-class images (over all
   class names; chance 1/C), overall accuracy (chance 1/C), and accuracy on the unseen-class images
-  when only the unseen names compete (chance 1/U). The default split is method.md §5's (ours):
+  when only the unseen names compete (chance 1/U). The default split is docs/method.md §5's (ours):
   seen = happiness, sadness, anger, neutral; unseen = the rest of the dataset's classes.
 * **AU → FER** (:func:`au_to_fer_protocol`): a model fine-tuned on AU detection only scores FER images
   against expression names or descriptions (:func:`clef.inference.predict_texts`); no expression label
@@ -42,7 +42,7 @@ __all__ = [
     "write_zeroshot",
 ]
 
-# method.md §5 (ours): the paper does not say which expressions were seen.
+# docs/method.md §5 (ours): the paper does not say which expressions were seen.
 DEFAULT_SEEN: tuple[str, ...] = ("happiness", "sadness", "anger", "neutral")
 
 

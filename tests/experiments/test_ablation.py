@@ -31,7 +31,7 @@ from clef.pretrain import PretrainConfig
 from clef.prompts import load_prompt_set
 from clef.run_config import build_initial_model, fill_fold, param_groups
 from clef.stage2 import Stage2Step
-from tiny import TINY_CLIP, TINY_CLIP_YAML
+from tiny import TINY_CLIP, TINY_CLIP_YAML, stage2_batch
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "configs" / "paper"
@@ -121,17 +121,6 @@ def tiny_stage1(tmp_path_factory):
     return path
 
 
-def _batch(b, size, j, c):
-    g = torch.Generator().manual_seed(1)
-    mask = torch.rand(b, j, generator=g) > 0.2
-    return {
-        "image": torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=g),
-        "au": (torch.rand(b, j, generator=g) > 0.6).float() * mask,
-        "au_mask": mask,
-        "expression": torch.arange(b) % c,
-    }
-
-
 @pytest.mark.parametrize("dataset", list(PAPER_DATASETS))
 @pytest.mark.parametrize("row", ABLATION_ROWS, ids=lambda r: r.key)
 def test_every_paper_config_parses_and_builds(row, dataset, tiny_stage1):
@@ -153,7 +142,7 @@ def test_every_paper_config_parses_and_builds(row, dataset, tiny_stage1):
         task, PROMPTS, aus=BP4D_AUS if task == "au" else (), classes=CLASSES if task == "fer" else ()
     )
     model = build_finetune_model(clef, space, cfg.method, cfg.prompt_set, cfg.trainable)
-    out = Stage2Step(cfg.method, None, torch.Generator())(model, _batch(2, 32, len(space), len(space)))
+    out = Stage2Step(cfg.method, None, torch.Generator())(model, stage2_batch(2, 32, len(space), len(space)))
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and source["backbone"] == "clip-vit-b16"
     groups = set(param_groups(model.clef, cfg.optim, model.head))

@@ -1,4 +1,4 @@
-"""`clef zeroshot`: the two zero-shot protocols of the paper's table (method.md §5)."""
+"""`clef zeroshot`: the two zero-shot protocols of the paper's table (docs/method.md §5)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
     expr.add_argument(
         "--seen",
         default="happiness,sadness,anger,neutral",
-        help="comma-separated seen classes (default: method.md §5's split)",
+        help="comma-separated seen classes (default: docs/method.md §5's split)",
     )
     au.add_argument(
         "--model", type=Path, help="an AU fine-tuned checkpoint (RUN_DIR/model); else --config is fine-tuned"

@@ -1,4 +1,4 @@
-"""AffectNet loader, 7 or 8 classes (datasets.md, "AffectNet").
+"""AffectNet loader, 7 or 8 classes (docs/datasets.md, "AffectNet").
 
 Layout under ``root``::
 

@@ -1,4 +1,4 @@
-"""BP4D(-Spontaneous) layout loader (datasets.md, "BP4D").
+"""BP4D(-Spontaneous) layout loader (docs/datasets.md, "BP4D").
 
 Layout under ``root``::
 

@@ -1,4 +1,4 @@
-"""BP4D+ (MMSE) layout loader (datasets.md, "BP4D+").
+"""BP4D+ (MMSE) layout loader (docs/datasets.md, "BP4D+").
 
 Same on-disk layout as BP4D (:mod:`clef.data.bp4d`): frames ``<subject>/<task>/<frame>.jpg`` and
 ``AUCoding/AU_OCC/<subject>_<task>.csv`` (header ``0`` then AU numbers; 1 present, 0 absent, 9 not

@@ -1,4 +1,4 @@
-"""DISFA layout loader, left camera (datasets.md, "DISFA").
+"""DISFA layout loader, left camera (docs/datasets.md, "DISFA").
 
 Layout under ``root``::
 

@@ -1,4 +1,4 @@
-"""FERPlus loader: FER2013 images with the FERPlus 10-annotator votes (datasets.md, "FERPlus").
+"""FERPlus loader: FER2013 images with the FERPlus 10-annotator votes (docs/datasets.md, "FERPlus").
 
 Layout under ``root``::
 

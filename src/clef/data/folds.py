@@ -1,4 +1,4 @@
-"""Subject-exclusive cross-validation protocols (datasets.md).
+"""Subject-exclusive cross-validation protocols (docs/datasets.md).
 
 A protocol is a set of *parts* (disjoint subject lists) and a rule saying which part each fold tests;
 the fold trains on the subjects of the other parts. The record table's ``fold`` column holds the part

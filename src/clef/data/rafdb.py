@@ -1,4 +1,4 @@
-"""RAF-DB (basic) layout loader (datasets.md, "RAF-DB").
+"""RAF-DB (basic) layout loader (docs/datasets.md, "RAF-DB").
 
 Layout under ``root`` (the folder holding ``basic/``, or ``basic/`` itself)::
 

@@ -1,4 +1,4 @@
-"""Batch samplers: which frames meet in a batch (method.md §3, "ours, sampling").
+"""Batch samplers: which frames meet in a batch (docs/method.md §3, "ours, sampling").
 
 Stage 1 contrasts activities, and lab datasets have only 8–10 of them, so a random batch is a poor
 batch: :class:`ActivityBalancedBatchSampler` puts K activities × M frames in every batch, spreads each

@@ -469,7 +469,7 @@ text: MiniLM with its last {cfg.text_trainable_blocks} block(s) + projection tra
 training subjects (shared by the AU and FER rows); stage 2: {cfg.stage2_steps} steps, batch
 {cfg.batch_size}. AU = fold {cfg.au_fold} of the 3-fold protocol only (test subjects unseen in both
 stages), mean F1 over the 12 BP4D AUs at threshold 0.5. FER = accuracy on the world's test split.
-Zero-shot split (ours, method.md §5): seen = {", ".join(cfg.seen)}; unseen = the other wild classes.
+Zero-shot split (ours, docs/method.md §5): seen = {", ".join(cfg.seen)}; unseen = the other wild classes.
 Wall time: {wall}.
 
 ## Ablation (%)

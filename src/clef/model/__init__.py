@@ -1,4 +1,4 @@
-"""The CLEF dual-encoder model (method.md §2), its backbones and text classifiers.
+"""The CLEF dual-encoder model (docs/method.md §2), its backbones and text classifiers.
 
 Import cost matters for the CLI, so transformers is imported only when a backbone is built.
 """

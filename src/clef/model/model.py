@@ -1,6 +1,6 @@
-"""The CLEF dual encoder (method.md §2): image tower + text tower projected into one space.
+"""The CLEF dual encoder (docs/method.md §2): image tower + text tower projected into one space.
 
-The contract is deliberately small (style.md, principle 2):
+The contract is deliberately small (what every backbone must provide, and nothing more):
 
 - ``encode_image(images (B, 3, H, W)) -> (B, D)`` and ``encode_text(tokens) -> (N, D)`` return
   L2-normalised embeddings;
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from clef.errors import UserError
 
-# CLIP's initial temperature (1/0.07) and the ceiling of the scale (method.md §2).
+# CLIP's initial temperature (1/0.07) and the ceiling of the scale (docs/method.md §2).
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_SCALE = 100.0
 
@@ -185,7 +185,7 @@ class ClefModel(nn.Module):
         return torch.cat(parts)
 
     def scale(self) -> Tensor:
-        """exp(logit_scale) clamped at 100 (method.md §2): the factor on cosine similarities."""
+        """exp(logit_scale) clamped at 100 (docs/method.md §2): the factor on cosine similarities."""
         return self.logit_scale.exp().clamp(max=MAX_SCALE)
 
     @property
@@ -224,7 +224,7 @@ class ClefModel(nn.Module):
         """Trainable parameters by learning-rate group.
 
         - ``"image"``: the image encoder body (everything in the image tower but its projection);
-        - ``"text"``: the text encoder body (the part a smaller learning rate is meant for, method.md §4);
+        - ``"text"``: the text encoder body (a smaller learning rate is meant for it, docs/method.md §4);
         - ``"other"``: both projections into the shared space and ``logit_scale``. The projections go
           here because for the offline backbone they are new layers on a pretrained text encoder, and
           a small learning rate would leave them near their random start.

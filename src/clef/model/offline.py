@@ -1,8 +1,8 @@
 """The offline default backbone: an image encoder trained from scratch + pretrained MiniLM text encoder.
 
-No CLIP weights exist offline (offline.md), so the image tower starts from random weights and learns
-from the data (on this machine: the built-in synthetic world at 64×64), while the text tower is the
-pretrained all-MiniLM-L6-v2 sentence encoder, so texts are meaningful from the start.
+No CLIP weights exist offline (docs/model.md, "Backbones"), so the image tower starts from random
+weights and learns from the data (on this machine: the built-in synthetic world at 64×64), while the
+text tower is the pretrained all-MiniLM-L6-v2 sentence encoder, so texts are meaningful from the start.
 
 The image encoder is a config value (``image_encoder = "cnn" | "vit"``); the default (CNN) was chosen by
 ``benchmarks/offline_encoder_choice.py`` (numbers in ``reports/offline_encoder_choice.md``).

@@ -1,6 +1,6 @@
 """Similarity alignment of 5 facial landmarks to a template, and the warp that cuts the crop.
 
-The recipe (datasets.md, "Preprocessing"): detect the face and its 5 landmarks, fit the similarity
+The recipe (docs/datasets.md, "Preprocessing"): detect the face and its 5 landmarks, fit the similarity
 transform (rotation, uniform scale, translation; no reflection, no shear) that maps them onto a
 fixed 5-point template by least squares (Umeyama, 1991), and resample the image through it into a
 square crop. The template is the widely used 5-point face template of ArcFace (defined on a

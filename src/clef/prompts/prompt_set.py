@@ -1,4 +1,4 @@
-"""Prompt sets: the method's texts as editable YAML files (method.md §4, §6; style.md principle 5).
+"""Prompt sets: the method's texts as editable YAML files (docs/method.md §4, §6).
 
 A prompt set file may hold these sections (all optional; ``base`` supplies what is absent)::
 

@@ -1,4 +1,4 @@
-"""Write the built-in world to disk in the real datasets' layouts (datasets.md).
+"""Write the built-in world to disk in the real datasets' layouts (docs/datasets.md).
 
 - lab   -> BP4D layout: ``<subject>/<task>/<frame>.jpg`` and ``AUCoding/AU_OCC/<subject>_<task>.csv``
   (12 BP4D AUs, 1/0, with stretches left uncoded as 9);

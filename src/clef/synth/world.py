@@ -63,7 +63,7 @@ class Activity:
     arousal: float  # multiplies how often episodes start
 
 
-# The eight tasks mirror BP4D's (method.md §6). Their description texts are the `synth` prompt set.
+# The eight tasks mirror BP4D's (docs/method.md §6). Their description texts are the `synth` prompt set.
 ACTIVITIES: tuple[Activity, ...] = (
     Activity("T1", "happiness", ("embarrassment", "surprise"), talking=0.5, arousal=1.0),
     Activity("T2", "sadness", ("neutral", "contempt"), talking=0.35, arousal=0.7),
