@@ -98,13 +98,17 @@ class StrictLoader(yaml.SafeLoader):
                     continue
                 key = self.construct_object(key_node, deep=True)
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    repeated = key in seen
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
-                if first != key_node.start_mark.line + 1:
+                if repeated:
                     raise DuplicateKeyError(
-                        None, None, f"key {key!r} is given twice (first on line {first})", key_node.start_mark
+                        None,
+                        None,
+                        f"key {key!r} is given twice (first on line {seen[key]})",
+                        key_node.start_mark,
                     )
+                seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
 

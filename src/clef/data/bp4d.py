@@ -78,7 +78,10 @@ def load_au_occ_tree(root: Path, dataset: str, problems: Problems) -> pd.DataFra
             problems(f"{csv_path}, line 1: {_au_difference(aus, usual, example)}")
         else:
             tables.append(table)
-    return concat_records(tables)
+    records = concat_records(tables)
+    if records.empty:
+        raise UserError(f"{occ_dir}: no usable coded frame in any AU_OCC file")
+    return records
 
 
 def _au_difference(aus: tuple[int, ...], usual: tuple[int, ...], example: Path) -> str:

@@ -140,6 +140,9 @@ def _read_au_file(path: Path, problems: Problems, where: dict[int, tuple[Path, i
     except UserError as err:  # unreadable or not UTF-8: that AU is uncoded for this subject
         problems(str(err))
         return values
+    if not text.strip():
+        problems(f"{path}: the file is empty (expected one 'frameIdx,intensity' line per frame)")
+        return values
     for line_no, line in enumerate(text.split("\n"), start=1):  # split("\n"): lines as editors count them
         if not line.strip():
             continue

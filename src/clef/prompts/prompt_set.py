@@ -27,7 +27,7 @@ import importlib.resources
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -161,16 +161,32 @@ def _check_text(value: Any, where: str) -> str:
     return value.strip()
 
 
-def _parse_file(path: Path) -> tuple[dict[str, Any], str | None, dict[tuple[str, Any], str]]:
-    """Validated sections of one file (without its base), its ``base`` entry, and where each text is:
-    ``(section, label)`` or ``(section, index)`` -> ``"<file>, line <n>"``."""
+class _Place(NamedTuple):
+    """Where a text is: a file and (when known) its line."""
+
+    file: str
+    line: int | None
+
+    def __str__(self) -> str:
+        return f"{self.file}, line {self.line}" if self.line else self.file
+
+    def seen_from(self, other: _Place) -> str:
+        """``line 3`` when ``other`` is in the same file, else the whole place."""
+        return f"line {self.line}" if self.file == other.file and self.line else str(self)
+
+
+def _parse_file(path: Path) -> tuple[dict[str, Any], str | None, dict[tuple[str, Any], _Place]]:
+    """Validated sections of one file (without its base), its ``base`` entry, and where each text is
+    (keyed by ``(section, label)`` or ``(section, index)``)."""
     data, lines = _read_yaml(path)
 
-    def at(*key: Any) -> str:
-        line = lines.get(tuple(str(k) for k in key))
-        return f"{path}, line {line}" if line else str(path)
+    def place(*key: Any) -> _Place:
+        return _Place(str(path), lines.get(tuple(str(k) for k in key)))
 
-    places: dict[tuple[str, Any], str] = {}
+    def at(*key: Any) -> str:
+        return str(place(*key))
+
+    places: dict[tuple[str, Any], _Place] = {}
     out: dict[str, Any] = {}
     for section, value in data.items():
         if section not in _SECTIONS:
@@ -190,14 +206,14 @@ def _parse_file(path: Path) -> tuple[dict[str, Any], str | None, dict[tuple[str,
                         f"{at(section, i)}: template {template!r} must contain '{{}}' exactly once"
                     )
                 templates.append(template)
-                places[(section, i)] = at(section, i)
+                places[(section, i)] = place(section, i)
             out[section] = tuple(templates)
             continue
         if not isinstance(value, dict):
             raise UserError(f"{at(section)}: {section} must be a mapping of label -> text")
         texts: dict[Any, str] = {}
         for label, text in value.items():
-            where = at(section, label)
+            here = place(section, label)
             if section.startswith("au_"):
                 number = _au_number(label)
                 if number not in ALL_AUS:
@@ -214,11 +230,11 @@ def _parse_file(path: Path) -> tuple[dict[str, Any], str | None, dict[tuple[str,
                 label = str(label)
             if label in texts:  # e.g. both 12 and AU12
                 raise UserError(
-                    f"{where}: {_shown(section, label)} is given twice in {section} "
-                    f"({places[(section, label)]})"
+                    f"{here}: {_shown(section, label)} is given twice in {section} "
+                    f"(first on {places[(section, label)].seen_from(here)})"
                 )
-            texts[label] = _check_text(text, where)
-            places[(section, label)] = where
+            texts[label] = _check_text(text, str(here))
+            places[(section, label)] = here
         out[section] = texts
     base = data.get("base")
     if base is not None and not isinstance(base, str):
@@ -283,7 +299,7 @@ def load_prompt_set(
             break
         _, path = _resolve(base, path.parent)
     merged: dict[str, Any] = {}
-    where: dict[tuple[str, Any], str] = {}
+    where: dict[tuple[str, Any], _Place] = {}
     for _, sections, places in reversed(chain):  # base first, the named file last
         for section, value in sections.items():
             if section in _MAPPINGS:
@@ -312,7 +328,7 @@ def _check_pairs(ps: PromptSet) -> None:
             raise UserError(f"{where}: {shown} has a {has} but no {missing}")
 
 
-def _check_distinct(sections: Mapping[str, Any], where: Mapping[tuple[str, Any], str]) -> None:
+def _check_distinct(sections: Mapping[str, Any], where: Mapping[tuple[str, Any], _Place]) -> None:
     """Raise when two labels of one section share a text, or a template list repeats a template.
 
     Two labels with one text cannot be told apart by a text-driven head; a repeated template
@@ -326,11 +342,11 @@ def _check_distinct(sections: Mapping[str, Any], where: Mapping[tuple[str, Any],
             if norm not in first:
                 first[norm] = key
                 continue
-            other = first[norm]
+            other, here = first[norm], where[(section, key)]
+            need = "each template must differ" if section in _LISTS else "each label needs its own text"
             raise UserError(
-                f"{where[(section, key)]}: {section}: {_shown(section, key)} has the same text as "
-                f"{_shown(section, other)} ({where[(section, other)]}): {text!r}; "
-                "each label needs its own text"
+                f"{here}: {section}: {_shown(section, key)} has the same text as {_shown(section, other)} "
+                f"({where[(section, other)].seen_from(here)}): {text!r}; {need}"
             )
 
 
