@@ -65,9 +65,19 @@ class _Parser(argparse.ArgumentParser):
             a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._get_positional_actions()
         ):
             return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
         self._intermixing = True
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            parsed, extras = self.parse_known_intermixed_args(args, namespace)
+            # An unknown option cuts the run of positionals in two, so the values after it come back
+            # as extras too; parse once more without it so that only the option is reported.
+            unknown = [a for a in extras if a.startswith("-") and a != "-"]
+            if unknown and len(unknown) < len(extras):
+                parsed, rest = self.parse_known_intermixed_args(
+                    [a for a in args if a not in unknown], namespace
+                )
+                extras = unknown + rest
+            return parsed, extras
         finally:
             self._intermixing = False
 
@@ -103,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return BROKEN_PIPE_EXIT
+    except SystemExit:
+        # `--help` and usage errors leave through argparse; their text may still sit in the buffer.
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            return BROKEN_PIPE_EXIT
+        raise
     except Exception:
         traceback.print_exc()
         print(

@@ -78,12 +78,13 @@ class ImageRecords(torch.utils.data.Dataset):
                     im = im.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
                 array = np.asarray(im, dtype=np.uint8).copy()
         except FileNotFoundError:
-            raise UserError(f"image of record {i} not found", file=self.paths[i]) from None
+            raise UserError(f"image of record {i} of {len(self)} not found", file=self.paths[i]) from None
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             # OSError covers truncated files too; `clef data check` finds them all before a run.
             reason = "not an image Pillow can identify" if isinstance(err, UnidentifiedImageError) else err
             raise UserError(
-                f"cannot read the image of record {i} ({reason}); `clef data check` lists all bad images",
+                f"cannot read the image of record {i} of {len(self)} ({reason}); "
+                "`clef data check` lists all bad images",
                 file=self.paths[i],
             ) from None
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
