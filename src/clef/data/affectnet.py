@@ -84,8 +84,8 @@ def load_affectnet(root: str | Path, on_error: str = "raise", n_classes: int = 8
     # One row per image over both files: an image in training and validation is a repeat too.
     keep = drop_repeats(
         [rel for _, rel, _, _, _ in rows],
-        [{"split": split, "expression": str(code)} for split, _, code, _, _ in rows],
-        [(csv_path, line) for _, _, _, csv_path, line in rows],
+        lambda i: {"split": rows[i][0], "expression": str(rows[i][2])},
+        lambda i: (rows[i][3], rows[i][4]),
         problems,
         what=lambda rel: f"image {rel}",
     )

@@ -126,7 +126,7 @@ def _load_video(
     lines = table["line"].to_numpy()
     frame_cells = table["0"].tolist()
     is_frame = np.array([f.isascii() and f.isdigit() for f in frame_cells], dtype=bool)
-    values = table[list(au_cols.values())].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    values = _au_values(table[list(au_cols.values())].to_numpy(dtype=str))
     bad_value = ~np.isin(values, list(_VALID))
     keep = np.ones(len(table), dtype=bool)
     for row in np.flatnonzero(~is_frame | bad_value.any(axis=1)):
@@ -139,11 +139,10 @@ def _load_video(
         keep[row] = False
     frames = np.array([int(f) if ok else -1 for f, ok in zip(frame_cells, is_frame, strict=True)], np.int64)
     rows = np.flatnonzero(keep)
-    cells = table[header[1:]].to_dict("records")
     keep[rows] = drop_repeats(
-        [frames[r] for r in rows],
-        [{f"AU{c}": cells[r][c] for c in header[1:]} for r in rows],
-        [(csv_path, int(lines[r])) for r in rows],
+        frames[rows].tolist(),
+        lambda i: {f"AU{c}": table[c].iloc[rows[i]] for c in header[1:]},
+        lambda i: (csv_path, int(lines[rows[i]])),
         problems,
         what=lambda frame: f"frame {frame}",
     )
@@ -168,6 +167,18 @@ def _load_video(
     for j, au in enumerate(au_cols):
         columns[au_column(au)] = values[:, j]
     return make_records(columns, int(keep.sum())), tuple(sorted(au_cols))
+
+
+def _au_values(cells: np.ndarray) -> np.ndarray:
+    """AU cells (strings) as numbers; NaN where a cell is not a number (reported by the caller)."""
+    values = np.full(cells.shape, np.nan)
+    plain = np.zeros(cells.shape, dtype=bool)
+    for text in ("0", "1", "9"):  # nearly every cell: skip parsing them one by one
+        hit = cells == text
+        values[hit], plain = float(text), plain | hit
+    for index in zip(*np.nonzero(~plain), strict=True):  # e.g. "1.0", or bad cells
+        values[index] = pd.to_numeric(cells[index], errors="coerce")
+    return values
 
 
 def merge_side_file(

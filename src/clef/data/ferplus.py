@@ -93,11 +93,10 @@ def load_ferplus(
     # FER2013 numbers its images once over all three usages: a name listed twice is a repeat, even
     # under two usages (that would put one face in two splits).
     named = np.flatnonzero(ok & (names != ""))
-    cells = table[["Usage", *VOTE_COLUMNS]].to_dict("records")
     ok[named] = drop_repeats(
-        [names[i] for i in named],
-        [cells[i] for i in named],
-        [(label_file, int(table["line"].iloc[i])) for i in named],
+        names[named].tolist(),
+        lambda k: {c: table[c].iloc[named[k]] for c in ("Usage", *VOTE_COLUMNS)},
+        lambda k: (label_file, int(table["line"].iloc[named[k]])),
         problems,
         what=lambda name: f"image {name}",
     )

@@ -68,8 +68,8 @@ def load_csv(root: str | Path, on_error: str = "raise") -> pd.DataFrame:
     # One row per image: the same file twice (also as "a/x.png" and "./a/x.png") is a repeat.
     keep = drop_repeats(
         [row["path"] for row in parsed],
-        [{k: _shown(v) for k, v in row.items() if k != "path"} for row in parsed],
-        places,
+        lambda i: {k: _shown(v) for k, v in parsed[i].items() if k != "path"},
+        places.__getitem__,
         problems,
         what=lambda path: f"image {written[path]}",
     )

@@ -39,8 +39,8 @@ class Problems:
 
 def drop_repeats(
     keys: Sequence[Hashable],
-    cells: Sequence[Mapping[str, str]],
-    places: Sequence[tuple[str | Path, int]],
+    cells: Callable[[int], Mapping[str, str]],
+    place: Callable[[int], tuple[str | Path, int]],
     problems: Problems,
     what: Callable[[Hashable], str],
 ) -> np.ndarray:
@@ -48,8 +48,9 @@ def drop_repeats(
 
     Args:
         keys: one key per row (e.g. the frame number, the image path).
-        cells: the row's raw cells that carry its labels, compared as strings.
-        places: ``(file, line)`` of each row, for the messages.
+        cells: row index -> the row's cells that carry its labels, compared as strings (only called
+            for rows whose key repeats, so that a large table costs one pass over ``keys``).
+        place: row index -> ``(file, line)`` of the row, for the messages.
         problems: receives one message per row dropped (under ``raise`` the first one raises).
         what: names a key in a message, e.g. ``lambda k: f"frame {k}"``.
 
@@ -64,23 +65,23 @@ def drop_repeats(
     for key, rows in rows_of.items():
         if len(rows) == 1:
             continue
-        first = rows[0]
-        conflict = any(cells[i] != cells[first] for i in rows[1:])
+        first, label = rows[0], {i: cells(i) for i in rows}
+        conflict = any(label[i] != label[first] for i in rows[1:])
         for i in rows[1:]:
             keep[i] = False
-            if cells[i] == cells[first]:
-                problems(f"{_at(places[i])}: {what(key)} repeats {_other(places[first], places[i])}")
+            if label[i] == label[first]:
+                problems(f"{_at(place(i))}: {what(key)} repeats {_other(place(first), place(i))}")
             else:
                 problems(
-                    f"{_at(places[i])}: {what(key)} is also on {_other(places[first], places[i])} with other "
-                    f"labels ({_difference(cells[first], cells[i])})"
+                    f"{_at(place(i))}: {what(key)} is also on {_other(place(first), place(i))} with other "
+                    f"labels ({_difference(label[first], label[i])})"
                 )
         if conflict:
             keep[first] = False
-            second = next(i for i in rows[1:] if cells[i] != cells[first])
+            second = next(i for i in rows[1:] if label[i] != label[first])
             problems(
-                f"{_at(places[first])}: {what(key)} is also on {_other(places[second], places[first])} with "
-                f"other labels ({_difference(cells[second], cells[first])})"
+                f"{_at(place(first))}: {what(key)} is also on {_other(place(second), place(first))} with "
+                f"other labels ({_difference(label[second], label[first])})"
             )
     return keep
 

@@ -68,8 +68,8 @@ def load_rafdb(root: str | Path, on_error: str = "raise") -> pd.DataFrame:
     # Keyed by the file-name stem, as the aligned image is: x.jpg and x.png both name x_aligned.jpg.
     keep = drop_repeats(
         names,
-        [{"label": f"{RAFDB_CLASSES.index(c) + 1} ({c})"} for c in labels],
-        places,
+        lambda i: {"label": f"{RAFDB_CLASSES.index(labels[i]) + 1} ({labels[i]})"},
+        places.__getitem__,
         problems,
         what=lambda stem: f"image {stem}",
     )

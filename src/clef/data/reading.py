@@ -8,6 +8,7 @@ Text must be UTF-8 (:mod:`clef.textfiles`).
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -87,15 +88,17 @@ def frame_files(frame_dir: Path, problems: Problems) -> dict[int, Path]:
         return {}
     files: dict[int, Path] = {}
     clashing: set[int] = set()
-    for path in sorted(frame_dir.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+    for name in sorted(os.listdir(frame_dir)):  # sorted: the same messages on every file system
+        stem, dot, suffix = name.rpartition(".")
+        if name.startswith(".") or not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES:
             continue
-        if not (path.stem.isascii() and path.stem.isdigit()):
-            problems(f"{path}: image file name is not a frame number (expected <number>{path.suffix})")
+        path = frame_dir / name
+        if not (stem.isascii() and stem.isdigit()):
+            problems(f"{path}: image file name is not a frame number (expected <number>.{suffix})")
             continue
-        frame = int(path.stem)
+        frame = int(stem)
         if frame in files:
-            problems(f"{path}: frame {frame} has two images ({files[frame].name} and {path.name})")
+            problems(f"{path}: frame {frame} has two images ({files[frame].name} and {name})")
             clashing.add(frame)
             continue
         files[frame] = path
