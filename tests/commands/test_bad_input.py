@@ -327,7 +327,8 @@ def test_a_bug_keeps_its_traceback_and_says_it_is_a_bug(monkeypatch, capsys):
 )
 def test_options_between_overrides(argv, flags):
     args = build_parser().parse_args(argv)
-    assert args.overrides == ["a=1", "b=2"] if "a=1" in argv else ["data.fold=2", "engine.steps=3"]
+    expected = ["a=1", "b=2"] if "a=1" in argv else ["data.fold=2", "engine.steps=3"]
+    assert args.overrides == expected
     for name, value in flags.items():
         assert getattr(args, name) == value
 
