@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from clef.errors import UserError
+from clef.textfiles import load_json
 
 FORMAT = "clef-checkpoint"
 FORMAT_VERSION = 1
@@ -164,18 +165,64 @@ def save_checkpoint(
     return weights_path, sidecar_path
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Sidecar keys: (what the value must be, a test of it, whether the key must be present). Every sidecar
+# save_checkpoint writes has them all; the required ones are those the loaders cannot do without.
+_SIDECAR_KEYS: dict[str, tuple[str, Any, bool]] = {
+    "format_version": ("an integer", _integer, True),
+    "backbone": ("a mapping with 'name' and 'config'", lambda v: isinstance(v, dict), True),
+    "labels": ("a list of label names or null", lambda v: v is None or _strings(v), True),
+    "task": ("a string or null", lambda v: v is None or isinstance(v, str), True),
+    "extra_tensors": ("a list of tensor names", _strings, True),
+    "preprocess": ("a mapping", lambda v: isinstance(v, dict), False),
+    "embed_dim": ("an integer", _integer, False),
+    "logit_scale": ("a number", lambda v: _integer(v) or isinstance(v, float), False),
+    "prompt_set": ("a string or null", lambda v: v is None or isinstance(v, str), False),
+    "metrics": ("a mapping or null", lambda v: v is None or isinstance(v, dict), False),
+    "notes": ("a mapping or null", lambda v: v is None or isinstance(v, dict), False),
+    "versions": ("a mapping", lambda v: isinstance(v, dict), False),
+}
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The sidecar of a checkpoint (JSON only; no weights are read)."""
+    """The sidecar of a checkpoint (JSON only; no weights are read).
+
+    Raises:
+        UserError: the sidecar is missing, not UTF-8, not JSON, not a clef sidecar, written by a newer
+            clef, or lacks a key or has one of the wrong type (naming the key).
+    """
     _, sidecar_path = checkpoint_paths(path)
-    try:
-        meta = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{sidecar_path}: no such checkpoint sidecar") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{sidecar_path}: not valid JSON ({err})") from None
+    if not sidecar_path.exists():
+        raise UserError(f"{sidecar_path}: no such checkpoint sidecar")
+    meta = load_json(sidecar_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"{sidecar_path}: not a clef checkpoint sidecar")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f'{sidecar_path}: not a clef checkpoint sidecar (no "format": "{FORMAT}")')
+    missing = [k for k, (_, _, required) in _SIDECAR_KEYS.items() if required and k not in meta]
+    if missing:
+        raise UserError(f"{sidecar_path}: incomplete checkpoint sidecar: missing key(s) {', '.join(missing)}")
+    for key, (expected, valid, _) in _SIDECAR_KEYS.items():
+        if key in meta and not valid(meta[key]):
+            raise UserError(f"key {key!r} is {_short(meta[key])}", file=sidecar_path, expected=expected)
+    backbone = meta["backbone"]
+    if not isinstance(backbone.get("name"), str) or not isinstance(backbone.get("config"), dict):
+        raise UserError(
+            f"key 'backbone' is {_short(backbone)}",
+            file=sidecar_path,
+            expected="a mapping with 'name' and 'config'",
+        )
+    if meta["format_version"] > FORMAT_VERSION:
         raise UserError(f"{sidecar_path}: written by a newer clef (format {meta['format_version']})")
     return meta
 
@@ -204,19 +251,54 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     except (SafetensorError, OSError) as err:
         raise UserError(f"{weights_path}: cannot read safetensors weights ({err})") from None
     backbone = meta["backbone"]
-    model = build_model(backbone["name"], backbone["config"], pretrained=False)
+    try:
+        model = build_model(backbone["name"], backbone["config"], pretrained=False)
+    except UserError as err:  # an unknown backbone or config key: say which file holds it
+        raise UserError(err.reason, file=sidecar_path) from None
+    except (TypeError, ValueError) as err:  # config values the architecture cannot be built from
+        raise UserError(
+            f"backbone {backbone['name']!r} cannot be built from the sidecar's config ({err})",
+            file=sidecar_path,
+        ) from None
     extra = {k[len(_EXTRA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_EXTRA_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(_EXTRA_PREFIX)}
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # a shape mismatch
-        raise UserError(f"{weights_path}: weights do not fit backbone {backbone['name']!r}: {err}") from None
-    if missing or unexpected:
+    mismatch = _mismatch(model.state_dict(), state)
+    if mismatch:
         raise UserError(
-            f"{weights_path}: weights do not fit backbone {backbone['name']!r}: "
-            f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"
+            f"{weights_path}: weights do not fit backbone {backbone['name']!r} as {sidecar_path.name} "
+            f"describes it: {mismatch}"
+        )
+    model.load_state_dict(state, strict=True)
+    if sorted(extra) != sorted(meta["extra_tensors"]):
+        raise UserError(
+            f"{sidecar_path}: lists extra tensors [{', '.join(sorted(meta['extra_tensors']))}] but "
+            f"{weights_path.name} holds [{', '.join(sorted(extra))}]"
         )
     model.to(device)
     meta = dict(meta)
     meta["extra_tensors"] = {k: v.to(device) for k, v in extra.items()}
     return model, meta
+
+
+def _mismatch(expected: Mapping[str, Tensor], found: Mapping[str, Tensor], shown: int = 3) -> str:
+    """What keeps ``found`` from loading into a model whose state is ``expected`` ("" when nothing)."""
+
+    def names(keys: list[str]) -> str:
+        more = f", ... ({len(keys)} in all)" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+    parts = []
+    if missing:
+        parts.append(f"missing tensors {names(missing)}")
+    if unexpected:
+        parts.append(f"unexpected tensors {names(unexpected)}")
+    if reshaped:
+        shapes = [
+            f"{k} {tuple(found[k].shape)} in the file, {tuple(expected[k].shape)} in the model"
+            for k in reshaped
+        ]
+        parts.append(f"other shapes: {names(shapes)}")
+    return "; ".join(parts)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from clef.errors import UserError
+from clef.textfiles import DuplicateKeyError, StrictLoader, load_yaml
 
 C = TypeVar("C")
 
@@ -161,7 +162,9 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
         raise UserError(f"override '{text}' has an empty key")
     # YAML parses the value so that lists ([1, 2]), null, true/false and numbers work on the command line.
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=StrictLoader) if raw.strip() else ""
+    except DuplicateKeyError as err:
+        raise UserError(f"override '{text}': {err.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -184,10 +187,7 @@ def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: Se
         path = Path(yaml_path)
         if not path.is_file():
             raise UserError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"{path}: not valid YAML: {err}") from None
+        data = load_yaml(path) or {}
         if not isinstance(data, Mapping):
             raise UserError(f"{path}: the top level must be a mapping of keys to values")
         cfg = _merge(cfg, data, str(path), "")

@@ -66,16 +66,17 @@ def test_second_run_skips_finished_files_and_drops_rows_of_a_crashed_one(tree, t
     assert all(len(r) == len(MANIFEST_COLUMNS) and None not in r.values() for r in rows)
 
 
-def test_output_folder_inside_the_input_is_not_read_back(tree, detector):
-    first = run_prep(tree, tree / "aligned", PrepConfig(), detector=detector, progress=False)
-    again = run_prep(tree, tree / "aligned", PrepConfig(), detector=detector, progress=False)
-    assert first.items_total == again.items_total == 4 and again.items_processed == 0
+def test_output_folder_inside_the_input_is_refused_before_anything_is_written(tree, detector):
+    before = sorted(p.relative_to(tree) for p in tree.rglob("*"))
+    with pytest.raises(UserError, match="is inside the input"):
+        run_prep(tree, tree / "aligned", PrepConfig(), detector=detector, progress=False)
+    assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before
 
 
 def test_resuming_with_other_settings_is_refused(tree, tmp_path, detector):
     out = tmp_path / "out"
     run_prep(tree / "flat.png", out, PrepConfig(), detector=detector, progress=False)
-    with pytest.raises(UserError, match="different settings \\(recipe\\)"):
+    with pytest.raises(UserError, match="different settings \\(recipe.size 224 -> 112\\)"):
         run_prep(
             tree / "flat.png",
             out,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clef.data.problems import Problems
+from clef.data.problems import Problems, drop_repeats
 from clef.data.reading import FolderListing, read_csv_rows
 from clef.data.records import concat_records, make_records
 from clef.errors import UserError
@@ -57,7 +57,8 @@ def load_affectnet(root: str | Path, on_error: str = "raise", n_classes: int = 8
     """Turn an AffectNet folder into a record table of the ``n_classes`` (7 or 8) expressions.
 
     Raises :class:`UserError` naming the file and line for a malformed row, an expression code outside
-    0-10 or a missing image, unless ``on_error="skip"`` (dropped and counted).
+    0-10, an image listed twice (in one file or both) or a missing image, unless ``on_error="skip"``
+    (dropped and counted; an image listed twice with different labels or splits loses every row).
     """
     root = Path(root)
     classes = affectnet_classes(n_classes)
@@ -67,41 +68,53 @@ def load_affectnet(root: str | Path, on_error: str = "raise", n_classes: int = 8
     problems = Problems(on_error)
     listing = FolderListing()
     dropped = {f"{code} {CODE_NAMES[code]}": 0 for code in range(n_classes, len(CODE_NAMES))}
-    tables = []
+    rows = []  # (split, image path as written, code, file, line) of every row with a valid code
     for split, file_name in SPLIT_FILES.items():
         csv_path = list_dir / file_name
         if not csv_path.is_file():
             raise UserError(f"{root}: missing {LIST_DIR}/{file_name}")
         table = read_csv_rows(csv_path, problems, required=("subDirectory_filePath", "expression"))
-        paths, labels = [], []
         for rel, code, line in zip(
             table["subDirectory_filePath"], table["expression"], table["line"], strict=True
         ):
-            where = f"{csv_path}, line {line}"
-            if not code.isdigit() or int(code) >= len(CODE_NAMES):
-                problems(f"{where}: expression {code!r} is not a code 0-10")
+            if not (code.isascii() and code.isdigit()) or int(code) >= len(CODE_NAMES):
+                problems(f"{csv_path}, line {line}: expression {code!r} is not a code 0-10")
                 continue
-            if int(code) >= n_classes:
-                dropped[f"{int(code)} {CODE_NAMES[int(code)]}"] += 1
-                continue
-            image = root / IMAGE_DIR / rel
-            if not rel or not listing.exists(image):
-                problems(f"{where}: image {image} not found")
-                continue
-            paths.append(str(image))
-            labels.append(classes[int(code)])
-        if paths:
-            tables.append(
-                make_records(
-                    {
-                        "dataset": f"affectnet{n_classes}",
-                        "path": np.array(paths, dtype=object),
-                        "split": split,
-                        "expression": np.array(labels, dtype=object),
-                    },
-                    len(paths),
-                )
-            )
+            rows.append((split, rel, int(code), csv_path, line))
+    # One row per image over both files: an image in training and validation is a repeat too.
+    keep = drop_repeats(
+        [rel for _, rel, _, _, _ in rows],
+        lambda i: {"split": rows[i][0], "expression": str(rows[i][2])},
+        lambda i: (rows[i][3], rows[i][4]),
+        problems,
+        what=lambda rel: f"image {rel}",
+    )
+    kept: dict[str, tuple[list[str], list[str]]] = {split: ([], []) for split in SPLIT_FILES}
+    for (split, rel, code, csv_path, line), ok in zip(rows, keep, strict=True):
+        if not ok:
+            continue
+        if code >= n_classes:
+            dropped[f"{code} {CODE_NAMES[code]}"] += 1
+            continue
+        image = root / IMAGE_DIR / rel
+        if not rel or not listing.exists(image):
+            problems(f"{csv_path}, line {line}: image {image} not found")
+            continue
+        kept[split][0].append(str(image))
+        kept[split][1].append(classes[code])
+    tables = [
+        make_records(
+            {
+                "dataset": f"affectnet{n_classes}",
+                "path": np.array(paths, dtype=object),
+                "split": split,
+                "expression": np.array(labels, dtype=object),
+            },
+            len(paths),
+        )
+        for split, (paths, labels) in kept.items()
+        if paths
+    ]
     if not tables:
         raise UserError(f"{list_dir}: no usable rows")
     records = concat_records(tables)

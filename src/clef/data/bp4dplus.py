@@ -54,7 +54,7 @@ def load_bp4dplus(
     problems = Problems(on_error)
     records = load_au_occ_tree(Path(root), "bp4dplus", problems)
     if uncoded_tasks:
-        extra = _uncoded_frames(Path(root), records)
+        extra = _uncoded_frames(Path(root), records, problems)
         records = concat_records([records, extra]) if len(extra) else records
     if (Path(root) / SIDE_FILE).exists():
         records = merge_side_file(records, Path(root) / SIDE_FILE, keys=["subject", "activity", "frame"])
@@ -79,7 +79,7 @@ def load_bp4dplus(
     return records
 
 
-def _uncoded_frames(root: Path, coded: pd.DataFrame) -> pd.DataFrame:
+def _uncoded_frames(root: Path, coded: pd.DataFrame, problems: Problems) -> pd.DataFrame:
     """Records (AUs all NaN) of the frames of ``<subject>/<task>/`` folders without an AU_OCC file."""
     done = set(zip(coded["subject"], coded["activity"], strict=True))
     paths, subjects, tasks, frames = [], [], [], []
@@ -87,7 +87,7 @@ def _uncoded_frames(root: Path, coded: pd.DataFrame) -> pd.DataFrame:
         for task_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir() and _TASK.match(p.name)):
             if (subject_dir.name, task_dir.name) in done:
                 continue
-            for frame, path in sorted(frame_files(task_dir).items()):
+            for frame, path in sorted(frame_files(task_dir, problems).items()):
                 paths.append(str(path))
                 subjects.append(subject_dir.name)
                 tasks.append(task_dir.name)

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from clef.data.records import au_targets
+from clef.errors import UserError
 from clef.labels import EXPRESSIONS
 
 __all__ = ["ImageRecords"]
@@ -64,12 +65,28 @@ class ImageRecords(torch.utils.data.Dataset):
         return len(self.paths)
 
     def load_image(self, i: int) -> torch.Tensor:
-        """uint8 (3, S, S) RGB image of row ``i``."""
-        with Image.open(self.paths[i]) as im:
-            im = im.convert("RGB")
-            if im.size != (self.image_size, self.image_size):
-                im = im.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-            array = np.asarray(im, dtype=np.uint8).copy()
+        """uint8 (3, S, S) RGB image of row ``i``.
+
+        Raises:
+            UserError: the file is missing or cannot be decoded (naming it and the row); in a
+                DataLoader worker too, where it reaches the main process as the same one line.
+        """
+        try:
+            with Image.open(self.paths[i]) as im:
+                im = im.convert("RGB")
+                if im.size != (self.image_size, self.image_size):
+                    im = im.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+                array = np.asarray(im, dtype=np.uint8).copy()
+        except FileNotFoundError:
+            raise UserError(f"image of record {i} of {len(self)} not found", file=self.paths[i]) from None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            # OSError covers truncated files too; `clef data check` finds them all before a run.
+            reason = "not an image Pillow can identify" if isinstance(err, UnidentifiedImageError) else err
+            raise UserError(
+                f"cannot read the image of record {i} of {len(self)} ({reason}); "
+                "`clef data check` lists all bad images",
+                file=self.paths[i],
+            ) from None
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

@@ -34,6 +34,7 @@ from clef.data.reading import frame_files
 from clef.data.records import concat_records, make_records
 from clef.errors import UserError
 from clef.labels import DISFA_CODED_AUS, au_column, au_intensity_column
+from clef.textfiles import read_text
 
 LABEL_DIR = "ActionUnit_Labels"
 PRESENT_AT = 2  # DISFA convention: an AU is present when its intensity is at least 2
@@ -81,11 +82,15 @@ def load_disfa(
 
 def _load_subject(root: Path, subject: str, first_frame: int, problems: Problems) -> pd.DataFrame | None:
     subject_dir = root / LABEL_DIR / subject
-    files = {}
+    files: dict[int, Path] = {}
     for path in sorted(subject_dir.iterdir()):
         match = _AU_FILE.match(path.name)
         if match and match["subject"] == subject and int(match["au"]) in DISFA_CODED_AUS:
-            files[int(match["au"])] = path
+            au = int(match["au"])
+            if au in files:  # e.g. SN001_au1.txt and SN001_AU01.txt
+                problems(f"{path}: a second label file for AU{au} (the first is {files[au].name}); keep one")
+                continue
+            files[au] = path
     intensities: dict[int, dict[int, int]] = {}  # AU -> label frame -> intensity
     where: dict[int, tuple[Path, int]] = {}  # label frame -> (file, line) first seen, for messages
     for au in DISFA_CODED_AUS:
@@ -95,7 +100,7 @@ def _load_subject(root: Path, subject: str, first_frame: int, problems: Problems
         intensities[au] = _read_au_file(files[au], problems, where)
     if not intensities:
         return None
-    images = frame_files(root / subject)
+    images = frame_files(root / subject, problems)
     label_frames = sorted(where)
     keep, paths = [], []
     for k in label_frames:
@@ -128,16 +133,21 @@ def _load_subject(root: Path, subject: str, first_frame: int, problems: Problems
 def _read_au_file(path: Path, problems: Problems, where: dict[int, tuple[Path, int]]) -> dict[int, int]:
     """Label frame -> intensity of one ``SNxxx_au<N>.txt``; bad lines go to ``problems``."""
     values: dict[int, int] = {}
+    first_line: dict[int, int] = {}
+    conflicting: set[int] = set()
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        problems(f"{path}: cannot read ({err})")
+        text = read_text(path)
+    except UserError as err:  # unreadable or not UTF-8: that AU is uncoded for this subject
+        problems(str(err))
         return values
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    if not text.strip():
+        problems(f"{path}: the file is empty (expected one 'frameIdx,intensity' line per frame)")
+        return values
+    for line_no, line in enumerate(text.split("\n"), start=1):  # split("\n"): lines as editors count them
         if not line.strip():
             continue
         fields = [f.strip() for f in line.split(",")]
-        if len(fields) != 2 or not fields[0].isdigit() or not fields[1].isdigit():
+        if len(fields) != 2 or not all(f.isascii() and f.isdigit() for f in fields):
             problems(
                 f"{path}, line {line_no}: expected 'frameIdx,intensity' (integers), got {line.strip()!r}"
             )
@@ -149,9 +159,20 @@ def _read_au_file(path: Path, problems: Problems, where: dict[int, tuple[Path, i
         if intensity > 5:
             problems(f"{path}, line {line_no}: intensity {intensity} is not 0-5")
             continue
-        if frame in values:
-            problems(f"{path}, line {line_no}: frame {frame} is listed twice")
+        if frame in first_line:
+            if intensity == values.get(frame, intensity) and frame not in conflicting:
+                problems(f"{path}, line {line_no}: frame {frame} repeats line {first_line[frame]}")
+            else:
+                problems(
+                    f"{path}, line {line_no}: frame {frame} is also on line {first_line[frame]} with another "
+                    f"intensity ({values.get(frame, '?')} there, {intensity} here)"
+                )
+                conflicting.add(frame)
             continue
         values[frame] = intensity
+        first_line[frame] = line_no
         where.setdefault(frame, (path, line_no))
+    for frame in conflicting:  # no telling which intensity is right: the frame is uncoded for this AU
+        problems(f"{path}, line {first_line[frame]}: frame {frame} has other intensities further down")
+        del values[frame]
     return values

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from clef.data.problems import Problems
+from clef.data.problems import Problems, drop_repeats
 from clef.data.reading import FolderListing, read_csv_rows
 from clef.data.records import make_records
 from clef.errors import UserError
@@ -76,8 +76,9 @@ def load_ferplus(
 
     ``pixels_csv``: FER2013's ``fer2013.csv`` when it is not at ``<root>/fer2013.csv`` or
     ``<root>/fer2013/fer2013.csv``; only used when the image folders are absent. ``cache_dir``: where
-    decoded images go. Dropped rows are counted in ``records.attrs["dropped"]``; bad rows raise
-    :class:`UserError` naming the file and line, or are skipped and counted under ``on_error="skip"``.
+    decoded images go. Dropped rows are counted in ``records.attrs["dropped"]``; bad rows (and an
+    image name listed twice) raise :class:`UserError` naming the file and line, or are skipped and
+    counted under ``on_error="skip"``.
     """
     root = Path(root)
     label_file = root / LABEL_FILE
@@ -89,6 +90,16 @@ def load_ferplus(
     labels = majority_vote(votes)
     names = table["Image name"].to_numpy(dtype=object)
     usage = table["Usage"].to_numpy(dtype=object)
+    # FER2013 numbers its images once over all three usages: a name listed twice is a repeat, even
+    # under two usages (that would put one face in two splits).
+    named = np.flatnonzero(ok & (names != ""))
+    ok[named] = drop_repeats(
+        names[named].tolist(),
+        lambda k: {c: table[c].iloc[named[k]] for c in ("Usage", *VOTE_COLUMNS)},
+        lambda k: (label_file, int(table["line"].iloc[named[k]])),
+        problems,
+        what=lambda name: f"image {name}",
+    )
     no_name = ok & (names == "")
     use = ok & ~no_name & (labels < UNKNOWN)
     dropped = {

@@ -23,6 +23,7 @@ import yaml
 from clef.data.problems import Problems
 from clef.data.reading import read_csv_rows
 from clef.errors import UserError
+from clef.textfiles import load_yaml
 
 SHIPPED_PROTOCOLS = ("bp4d", "disfa")
 
@@ -75,11 +76,7 @@ def load_protocol_file(path: str | Path) -> Protocol:
     if not path.is_file():
         raise UserError(f"fold file {path} does not exist")
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise UserError(f"{path}: not valid YAML ({err})") from None
-        return _protocol_from_yaml(path.stem, raw, where=str(path))
+        return _protocol_from_yaml(path.stem, load_yaml(path), where=str(path))
     if path.suffix.lower() == ".csv":
         table = read_csv_rows(path, Problems("raise"), required=("subject", "part"))
         parts: dict[int, list[str]] = {}

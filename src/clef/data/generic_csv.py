@@ -18,7 +18,8 @@ image. Columns (only ``path`` is required; unknown columns are an error listing 
 =================  =========================================================================
 
 Empty cells of the other optional columns are NA. Every bad cell raises :class:`UserError` naming the
-file and line, or drops the row (counted) under ``on_error="skip"``.
+file and line, or drops the row (counted) under ``on_error="skip"``. So does an image listed twice:
+under ``skip`` an identical repeat is dropped, and both rows go when their labels differ.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clef.data.problems import Problems
+from clef.data.problems import Problems, drop_repeats
 from clef.data.reading import FolderListing, read_csv_rows
 from clef.data.records import make_records
 from clef.errors import UserError
@@ -55,13 +56,27 @@ def load_csv(root: str | Path, on_error: str = "raise") -> pd.DataFrame:
     au_columns = _check_columns(csv_path, [c for c in table.columns if c != "line"])
     base = csv_path.parent
     listing = FolderListing()
-    rows: dict[str, list] = {c: [] for c in table.columns if c != "line"}
+    parsed, places, written = [], [], {}
     text_of: dict[str, tuple[str, int]] = {}
     for record in table.to_dict("records"):
+        line, cell = record["line"], record["path"]
         row = _parse_row(record, csv_path, base, listing, au_columns, text_of, problems)
         if row is not None:
-            for name, value in row.items():
-                rows[name].append(value)
+            parsed.append(row)
+            places.append((csv_path, line))
+            written.setdefault(row["path"], cell)
+    # One row per image: the same file twice (also as "a/x.png" and "./a/x.png") is a repeat.
+    keep = drop_repeats(
+        [row["path"] for row in parsed],
+        lambda i: {k: _shown(v) for k, v in parsed[i].items() if k != "path"},
+        places.__getitem__,
+        problems,
+        what=lambda path: f"image {written[path]}",
+    )
+    rows: dict[str, list] = {c: [] for c in table.columns if c != "line"}
+    for row in (r for r, k in zip(parsed, keep, strict=True) if k):
+        for name, value in row.items():
+            rows[name].append(value)
     n = len(rows["path"])
     if n == 0:
         raise UserError(f"{csv_path}: no usable rows")
@@ -79,10 +94,8 @@ def load_csv(root: str | Path, on_error: str = "raise") -> pd.DataFrame:
 
 
 def _check_columns(csv_path: Path, names: list[str]) -> set[str]:
-    """AU columns among ``names``; raises naming line 1 for an unknown or repeated column."""
-    repeated = sorted({c for c in names if names.count(c) > 1})
-    if repeated:
-        raise UserError(f"{csv_path}, line 1: repeated column(s) {', '.join(repeated)}")
+    """AU columns among ``names``; raises naming line 1 for an unknown column (read_csv_rows has
+    already refused a repeated one)."""
     fixed = {"path", *TEXT_COLUMNS, *INT_COLUMNS, "split", "expression"}
     au_columns = set()
     for name in names:
@@ -129,7 +142,7 @@ def _parse_row(
         elif name in TEXT_COLUMNS:
             out[name] = cell or pd.NA
         elif name in INT_COLUMNS:
-            if cell and not cell.isdigit():
+            if cell and not (cell.isascii() and cell.isdigit()):
                 problems(f"{where}: {name} {cell!r} is not a non-negative integer")
                 return None
             out[name] = int(cell) if cell else pd.NA
@@ -163,6 +176,15 @@ def _parse_row(
             )
             return None
     return out
+
+
+def _shown(value: object) -> str:
+    """A parsed cell as text for comparing rows: "" when empty or not coded, 1 for 1.0."""
+    if value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _float_or_none(cell: str) -> float | None:

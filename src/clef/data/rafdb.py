@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clef.data.bp4d import SIDE_FILE
-from clef.data.problems import Problems
+from clef.data.bp4d import SIDE_FILE, read_side_file
+from clef.data.problems import Problems, drop_repeats
 from clef.data.records import concat_records, make_records
 from clef.errors import UserError
 from clef.labels import RAFDB_CLASSES
+from clef.textfiles import read_text
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 
@@ -38,32 +39,43 @@ def load_rafdb(root: str | Path, on_error: str = "raise") -> pd.DataFrame:
     image_dir = basic / "Image" / "aligned"
     present = {p.name for p in image_dir.iterdir()} if image_dir.is_dir() else set()
     problems = Problems(on_error)
-    names, paths, splits, labels = [], [], [], []
-    with open(label_file, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            where = f"{label_file}, line {line_no}"
-            if len(fields) != 2:
-                problems(f"{where}: expected '<image> <label>', got {line.strip()!r}")
-                continue
-            name, label = fields
-            if not label.isdigit() or not 1 <= int(label) <= len(RAFDB_CLASSES):
-                problems(f"{where}: label {label!r} is not 1-7 (1 surprise ... 7 neutral)")
-                continue
-            split = name.split("_", 1)[0]
-            if split not in ("train", "test"):
-                problems(f"{where}: image {name!r} does not start with train_ or test_")
-                continue
-            aligned = f"{Path(name).stem}_aligned.jpg"
-            if aligned not in present:
-                problems(f"{where}: image {image_dir / aligned} not found")
-                continue
-            names.append(Path(name).stem)
-            paths.append(str(image_dir / aligned))
-            splits.append(split)
-            labels.append(RAFDB_CLASSES[int(label) - 1])
+    names, paths, splits, labels, places = [], [], [], [], []
+    for line_no, line in enumerate(read_text(label_file).split("\n"), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        where = f"{label_file}, line {line_no}"
+        if len(fields) != 2:
+            problems(f"{where}: expected '<image> <label>', got {line.strip()!r}")
+            continue
+        name, label = fields
+        if not (label.isascii() and label.isdigit()) or not 1 <= int(label) <= len(RAFDB_CLASSES):
+            problems(f"{where}: label {label!r} is not 1-7 (1 surprise ... 7 neutral)")
+            continue
+        split = name.split("_", 1)[0]
+        if split not in ("train", "test"):
+            problems(f"{where}: image {name!r} does not start with train_ or test_")
+            continue
+        aligned = f"{Path(name).stem}_aligned.jpg"
+        if aligned not in present:
+            problems(f"{where}: image {image_dir / aligned} not found")
+            continue
+        names.append(Path(name).stem)
+        paths.append(str(image_dir / aligned))
+        splits.append(split)
+        labels.append(RAFDB_CLASSES[int(label) - 1])
+        places.append((label_file, line_no))
+    # Keyed by the file-name stem, as the aligned image is: x.jpg and x.png both name x_aligned.jpg.
+    keep = drop_repeats(
+        names,
+        lambda i: {"label": f"{RAFDB_CLASSES.index(labels[i]) + 1} ({labels[i]})"},
+        places.__getitem__,
+        problems,
+        what=lambda stem: f"image {stem}",
+    )
+    names, paths, splits, labels = (
+        [v for v, k in zip(col, keep, strict=True) if k] for col in (names, paths, splits, labels)
+    )
     if not paths:
         raise UserError(f"{label_file}: no usable rows")
     records = make_records(
@@ -84,7 +96,13 @@ def load_rafdb(root: str | Path, on_error: str = "raise") -> pd.DataFrame:
 
 
 def _merge_wild_side_file(records: pd.DataFrame, names: list[str], side_path: Path) -> pd.DataFrame:
-    side = pd.read_csv(side_path, dtype={"image": str}).set_index("image")
+    side = read_side_file(side_path, dtype={"image": str})
+    if "image" not in side.columns:
+        raise UserError(f"{side_path}: missing column image")
+    repeated = side["image"][side["image"].duplicated()]
+    if len(repeated):
+        raise UserError(f"{side_path}: image {repeated.iloc[0]} has more than one row; each must appear once")
+    side = side.set_index("image")
     aligned = side.reindex(names)
     for col in (c for c in side.columns if c.endswith("_intensity")):
         records[col] = aligned[col].to_numpy(np.float64)

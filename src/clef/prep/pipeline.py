@@ -37,6 +37,7 @@ from clef.prep.align import AlignRecipe, align_faces
 from clef.prep.mtcnn import MTCNN, DetectorConfig, Faces, WeightFiles
 from clef.prep.nms import box_overlap
 from clef.prep.sources import SourceItem, discover, iter_frames, video_frame_count
+from clef.textfiles import load_json, not_utf8
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 MANIFEST_COLUMNS = (
@@ -173,7 +174,7 @@ class _CsvLog:
         if keep is not None and path.exists():
             rows = _read_rows(path, columns)
             tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "w", newline="") as f:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(columns)
                 writer.writerows(r for r in rows if keep(r))
@@ -181,7 +182,7 @@ class _CsvLog:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         fresh = not path.exists()
-        self.file = open(path, "a", newline="")
+        self.file = open(path, "a", newline="", encoding="utf-8")
         self.writer = csv.writer(self.file)
         if fresh:
             self.writer.writerow(columns)
@@ -200,10 +201,14 @@ class _CsvLog:
 
 def _read_rows(path: Path, columns: list[str]) -> list[list[str]]:
     """Well-formed data rows of a CSV written by this module (a torn last line is dropped)."""
-    with open(path, newline="") as f:
-        text = f.read()
-    complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
-    rows = list(csv.reader(complete.splitlines()))
+    data = path.read_bytes()
+    # Cut before decoding: a torn last line may end inside a multi-byte character.
+    complete = data[: data.rfind(b"\n") + 1]
+    try:
+        text = complete.decode("utf-8")
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    rows = list(csv.reader(text.splitlines()))
     if not rows or rows[0] != columns:
         raise UserError(f"{path} is not a clef prep file (expected columns {','.join(columns)})")
     return [r for r in rows[1:] if len(r) == len(columns)]
@@ -214,15 +219,13 @@ def _check_recipe(out: Path, config: PrepConfig, weights: WeightFiles) -> None:
     path = out / RECIPE_FILE
     settings = config.output_settings()
     if path.exists():
-        try:
-            previous = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} is not valid JSON: {err}") from err
-        old = {k: previous.get(k) for k in settings}
-        if old != json.loads(json.dumps(settings)):
-            changed = sorted(k for k in settings if old.get(k) != json.loads(json.dumps(settings[k])))
+        previous = load_json(path)
+        if not isinstance(previous, dict):
+            raise UserError(f"{path}: not a clef prep recipe (expected a JSON object)")
+        changes = setting_changes(previous, json.loads(json.dumps(settings)))
+        if changes:
             raise UserError(
-                f"{out} holds a run made with different settings ({', '.join(changed)}); "
+                f"{out} holds a run made with different settings ({'; '.join(changes)}); "
                 "use a new --out folder or the same settings"
             )
         return
@@ -235,6 +238,63 @@ def _check_recipe(out: Path, config: PrepConfig, weights: WeightFiles) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+_ABSENT = object()
+
+
+def setting_changes(old: dict, new: dict) -> list[str]:
+    """``"recipe.size 224 -> 112"`` for every setting of ``new`` whose value in ``old`` differs.
+
+    Nested settings are compared leaf by leaf, named by dotted keys. ``recipe.points`` follows from
+    the other recipe values, so it is named only when it alone differs (a changed template).
+    """
+
+    def leaves(a, b, prefix: str):
+        for key, value in b.items():
+            before = a.get(key, _ABSENT) if isinstance(a, dict) else _ABSENT
+            if isinstance(value, dict) and isinstance(before, dict):
+                yield from leaves(before, value, f"{prefix}{key}.")
+            elif before != value:
+                yield f"{prefix}{key}", before, value
+
+    changed = list(leaves(old, new, ""))
+    if any(k.startswith("recipe.") and k != "recipe.points" for k, _, _ in changed):
+        changed = [c for c in changed if c[0] != "recipe.points"]
+    return [f"{k} {_shown(before)} -> {_shown(after)}" for k, before, after in changed]
+
+
+def _shown(value, limit: int = 40) -> str:
+    text = "(not recorded)" if value is _ABSENT else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_apart(source: str | Path, out: str | Path) -> None:
+    """Refuse an output folder that is, or lies inside, the input, and an input inside the output.
+
+    Crops mirror the input tree, so with ``out`` equal to the input folder every crop would be
+    written over the image it was cut from; inside the input, the crops and CSV files would be
+    mixed into the dataset (and read as input by a later run on it). An input inside ``out`` can be
+    overwritten too: input ``OUT/raw`` holding ``raw/a.jpg`` writes its crop to ``OUT/raw/a.jpg``,
+    which may be another input file. Symbolic links are followed before comparing.
+
+    Raises:
+        UserError: naming both folders.
+    """
+    src, dst = Path(source).resolve(), Path(out).resolve()
+    if not src.exists():
+        return  # discover() says so, which is the first thing to fix
+    if dst == src or dst.is_relative_to(src):
+        where = "is the input folder" if dst == src else f"is inside the input {source}"
+        raise UserError(
+            f"--out {out} {where}: crops and CSV files would be written among (or over) the input "
+            "files; choose an output folder outside the input"
+        )
+    if src.is_relative_to(dst):
+        raise UserError(
+            f"the input {source} is inside the output folder {out}: crops written there could overwrite "
+            "input files; choose an output folder that does not hold the input"
+        )
 
 
 def crop_name(item: SourceItem, frame: int, face: int, config: PrepConfig) -> str:
@@ -276,10 +336,12 @@ def run_prep(
 
     Finished files of an earlier run into the same ``out`` (same settings) are skipped. Raises
     :class:`UserError` naming the file on an unreadable image or video unless
-    ``config.on_error == "skip"``. ``detector`` may be passed to reuse loaded networks.
+    ``config.on_error == "skip"``, and before anything is written when ``out`` and ``source``
+    overlap (:func:`check_apart`). ``detector`` may be passed to reuse loaded networks.
     """
     out = Path(out)
-    items = discover(source, exclude=out)
+    check_apart(source, out)
+    items = discover(source)
     _check_collisions(items)
     detector = detector or MTCNN(weights, config.detector, device)
     if detector.config != config.detector:
@@ -389,7 +451,7 @@ def run_prep(
         bar.close()
         for log in (ledger, manifest, misses):
             log.close()
-        with open(out / "skipped.csv", "w", newline="") as f:
+        with open(out / "skipped.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(SKIP_COLUMNS)
             writer.writerows(summary.skipped)

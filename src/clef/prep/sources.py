@@ -33,15 +33,13 @@ class SourceItem:
     rel: str
 
 
-def discover(root: str | Path, exclude: str | Path | None = None) -> list[SourceItem]:
+def discover(root: str | Path) -> list[SourceItem]:
     """List the items under ``root`` (a file or a folder, searched recursively), sorted by path.
 
-    Files with other extensions are ignored; hidden files and folders are skipped, and so is the
-    folder ``exclude`` (the output folder, when it lies inside the input). Raises
+    Files with other extensions are ignored; hidden files and folders are skipped. Raises
     :class:`UserError` when ``root`` does not exist or holds no image or video.
     """
     root = Path(root)
-    skip = Path(exclude).resolve() if exclude is not None else None
     if not root.exists():
         raise UserError(f"input {root} does not exist")
     if root.is_file():
@@ -54,11 +52,7 @@ def discover(root: str | Path, exclude: str | Path | None = None) -> list[Source
         return [SourceItem(kind, root, root.name)]
     items = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if not d.startswith(".") and (skip is None or (Path(folder) / d).resolve() != skip)
-        )
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):
                 continue

@@ -13,7 +13,10 @@ A prompt set file may hold these sections (all optional; ``base`` supplies what 
 
 Mappings from a file are merged key by key over its base; template lists replace the base's list.
 Loading checks structure (known sections and labels, non-empty texts, each template with ``{}``
-exactly once, every AU or expression with a name also has a description and vice versa);
+exactly once, every AU or expression with a name also has a description and vice versa, no key
+given twice) and that texts tell labels apart: two labels of one section with the same text (after
+merging with the base; compared ignoring case and runs of blanks) or a template listed twice are
+errors naming the file, the line and both labels;
 :meth:`PromptSet.require` checks that the labels a dataset uses are all covered. Errors are
 :class:`clef.errors.UserError` naming the file and the line or label.
 """
@@ -24,12 +27,13 @@ import importlib.resources
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from clef.errors import UserError
 from clef.labels import ALL_AUS, EXPRESSIONS
+from clef.textfiles import StrictLoader, read_text, yaml_error
 
 # Built-in prompt sets: name -> (file under clef/resources/prompts, one-line description).
 PROMPT_SETS: dict[str, tuple[str, str]] = {
@@ -124,18 +128,18 @@ class PromptSet:
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     """Parse ``path`` -> (data, line numbers of (section,), (section, key) and (section, index))."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"cannot read prompt file {path}: {err.strerror}") from None
-    loader = yaml.SafeLoader(text)
+    loader = StrictLoader(read_text(path))
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else {}
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {err}") from None
+        raise yaml_error(path, err) from None
     finally:
         loader.dispose()
+    if node is None:
+        raise UserError(
+            f"{path}: the prompt file is empty; expected a mapping of sections ({', '.join(_SECTIONS)})"
+        )
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of sections ({', '.join(_SECTIONS)})")
     lines: dict[tuple[str, ...], int] = {}
@@ -157,14 +161,32 @@ def _check_text(value: Any, where: str) -> str:
     return value.strip()
 
 
-def _parse_file(path: Path) -> tuple[dict[str, Any], str | None]:
-    """Validated sections of one file (without its base) and its ``base`` entry."""
+class _Place(NamedTuple):
+    """Where a text is: a file and (when known) its line."""
+
+    file: str
+    line: int | None
+
+    def __str__(self) -> str:
+        return f"{self.file}, line {self.line}" if self.line else self.file
+
+    def seen_from(self, other: _Place) -> str:
+        """``line 3`` when ``other`` is in the same file, else the whole place."""
+        return f"line {self.line}" if self.file == other.file and self.line else str(self)
+
+
+def _parse_file(path: Path) -> tuple[dict[str, Any], str | None, dict[tuple[str, Any], _Place]]:
+    """Validated sections of one file (without its base), its ``base`` entry, and where each text is
+    (keyed by ``(section, label)`` or ``(section, index)``)."""
     data, lines = _read_yaml(path)
 
-    def at(*key: Any) -> str:
-        line = lines.get(tuple(str(k) for k in key))
-        return f"{path}, line {line}" if line else str(path)
+    def place(*key: Any) -> _Place:
+        return _Place(str(path), lines.get(tuple(str(k) for k in key)))
 
+    def at(*key: Any) -> str:
+        return str(place(*key))
+
+    places: dict[tuple[str, Any], _Place] = {}
     out: dict[str, Any] = {}
     for section, value in data.items():
         if section not in _SECTIONS:
@@ -184,12 +206,14 @@ def _parse_file(path: Path) -> tuple[dict[str, Any], str | None]:
                         f"{at(section, i)}: template {template!r} must contain '{{}}' exactly once"
                     )
                 templates.append(template)
+                places[(section, i)] = place(section, i)
             out[section] = tuple(templates)
             continue
         if not isinstance(value, dict):
             raise UserError(f"{at(section)}: {section} must be a mapping of label -> text")
         texts: dict[Any, str] = {}
         for label, text in value.items():
+            here = place(section, label)
             if section.startswith("au_"):
                 number = _au_number(label)
                 if number not in ALL_AUS:
@@ -204,12 +228,28 @@ def _parse_file(path: Path) -> tuple[dict[str, Any], str | None]:
                 )
             elif section == "activities":
                 label = str(label)
-            texts[label] = _check_text(text, at(section, label))
+            if label in texts:  # e.g. both 12 and AU12
+                raise UserError(
+                    f"{here}: {_shown(section, label)} is given twice in {section} "
+                    f"(first on {places[(section, label)].seen_from(here)})"
+                )
+            texts[label] = _check_text(text, str(here))
+            places[(section, label)] = here
         out[section] = texts
     base = data.get("base")
     if base is not None and not isinstance(base, str):
         raise UserError(f"{at('base')}: base must be a prompt set name or a file path")
-    return out, base
+    return out, base, places
+
+
+def _shown(section: str, label: Any) -> str:
+    if section.startswith("au_"):
+        return f"AU{label}"
+    if section.startswith("expression_"):
+        return f"expression {label!r}"
+    if section == "activities":
+        return f"activity {label!r}"
+    return f"template {label + 1}"
 
 
 def _au_number(label: Any) -> int | None:
@@ -246,24 +286,31 @@ def load_prompt_set(
         UserError: unknown name, unreadable file, or a validation error (file and line named).
     """
     name, path = _resolve(str(name_or_path), None)
-    chain: list[tuple[Path, dict[str, Any]]] = []
+    chain: list[tuple[Path, dict[str, Any], dict[tuple[str, Any], str]]] = []
     seen: set[Path] = set()
     while True:
         resolved = path.resolve()
         if resolved in seen:
             raise UserError(f"{path}: prompt files form a cycle through 'base'")
         seen.add(resolved)
-        sections, base = _parse_file(path)
-        chain.append((path, sections))
+        sections, base, places = _parse_file(path)
+        chain.append((path, sections, places))
         if base is None:
             break
         _, path = _resolve(base, path.parent)
     merged: dict[str, Any] = {}
-    for _, sections in reversed(chain):  # base first, the named file last
+    where: dict[tuple[str, Any], _Place] = {}
+    for _, sections, places in reversed(chain):  # base first, the named file last
         for section, value in sections.items():
-            merged[section] = {**merged.get(section, {}), **value} if section in _MAPPINGS else value
-    prompt_set = PromptSet(name=name, sources=tuple(str(p) for p, _ in chain), **merged)
+            if section in _MAPPINGS:
+                merged[section] = {**merged.get(section, {}), **value}
+            else:  # a template list replaces the base's list, places and all
+                merged[section] = value
+                where = {k: v for k, v in where.items() if k[0] != section}
+            where.update((k, v) for k, v in places.items() if k[0] == section)
+    prompt_set = PromptSet(name=name, sources=tuple(str(p) for p, _, _ in chain), **merged)
     _check_pairs(prompt_set)
+    _check_distinct(merged, where)
     prompt_set.require(aus=list(aus), expressions=list(expressions), activities=list(activities))
     return prompt_set
 
@@ -279,6 +326,28 @@ def _check_pairs(ps: PromptSet) -> None:
             has, missing = ("name", "description") if label in names else ("description", "name")
             shown = f"AU{label}" if what == "AU" else f"expression {label!r}"
             raise UserError(f"{where}: {shown} has a {has} but no {missing}")
+
+
+def _check_distinct(sections: Mapping[str, Any], where: Mapping[tuple[str, Any], _Place]) -> None:
+    """Raise when two labels of one section share a text, or a template list repeats a template.
+
+    Two labels with one text cannot be told apart by a text-driven head; a repeated template
+    silently weighs itself double in the template average.
+    """
+    for section, value in sections.items():
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        first: dict[str, Any] = {}
+        for key, text in items:
+            norm = " ".join(text.split()).casefold()
+            if norm not in first:
+                first[norm] = key
+                continue
+            other, here = first[norm], where[(section, key)]
+            need = "each template must differ" if section in _LISTS else "each label needs its own text"
+            raise UserError(
+                f"{here}: {section}: {_shown(section, key)} has the same text as {_shown(section, other)} "
+                f"({where[(section, other)].seen_from(here)}): {text!r}; {need}"
+            )
 
 
 def list_prompt_sets() -> list[tuple[str, str]]:
