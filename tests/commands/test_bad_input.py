@@ -52,13 +52,13 @@ def write(path: Path, data: bytes | str) -> Path:
     "content, message",
     [
         (
-            b"seed: 1\nout: " + LATIN1 + b"\n",
-            "line 2: not UTF-8 text (byte 0xe9, column 9); save it as UTF-8",
+            b"seed: 1\nrun_dir: " + LATIN1 + b"\n",
+            "line 2: not UTF-8 text (byte 0xe9, column 13); save it as UTF-8",
         ),
         (b"seed: 1\nseed: 2\n", "line 2: key 'seed' is given twice (first on line 1)"),
-        (b"train:\n  steps: 1\n  steps: 2\n", "line 3: key 'steps' is given twice (first on line 2)"),
-        (b"seed: 1\n  out: x\n", "line 2: not valid YAML: mapping values are not allowed here"),
-        (b"train:\n\tsteps: 3\n", "line 2: not valid YAML: found character '\\t'"),
+        (b"engine:\n  steps: 1\n  steps: 2\n", "line 3: key 'steps' is given twice (first on line 2)"),
+        (b"seed: 1\n  run_dir: x\n", "line 2: not valid YAML: mapping values are not allowed here"),
+        (b"engine:\n\tsteps: 3\n", "line 2: not valid YAML: found character '\\t'"),
     ],
     ids=["latin-1", "repeated-key", "repeated-nested-key", "indentation", "tab"],
 )
@@ -72,8 +72,8 @@ def test_config_files(tmp_path, capsys, content, message):
 
 
 def test_override_with_a_repeated_key(capsys):
-    status = main(["pretrain", "model.config={cnn_depth: 1, cnn_depth: 2}", "--print-config"])
-    one_error_line(capsys, status, "override 'model.config={cnn_depth: 1, cnn_depth: 2}'", "given twice")
+    status = main(["pretrain", "init.backbone_config={cnn_depth: 1, cnn_depth: 2}", "--print-config"])
+    one_error_line(capsys, status, "override 'init.backbone_config={cnn_depth: 1, cnn_depth: 2}'", "given twice")
 
 
 # ---------------------------------------------------------------------------------- prompt files
@@ -124,16 +124,16 @@ PROMPTS = {
 def test_prompt_files(tmp_path, capsys, activity_csv, name):
     content, message = PROMPTS[name]
     prompts = write(tmp_path / "prompts.yaml", content)
-    argv = ["pretrain", "data.dataset=csv", f"data.root={activity_csv}", f"data.prompts={prompts}"]
-    one_error_line(capsys, main([*argv, f"out={tmp_path / 'run'}"]), f"{prompts}{message}")
+    argv = ["pretrain", "data.dataset=csv", f"data.root={activity_csv}", f"prompt_set={prompts}"]
+    one_error_line(capsys, main([*argv, f"run_dir={tmp_path / 'run'}"]), f"{prompts}{message}")
     assert not (tmp_path / "run").exists()
 
 
 def test_a_prompt_text_equal_to_one_of_its_base_names_both_files(tmp_path, capsys, activity_csv):
     prompts = write(tmp_path / "prompts.yaml", b"base: labels\nau_names:\n  2: inner brow raiser\n")
-    argv = ["pretrain", "data.dataset=csv", f"data.root={activity_csv}", f"data.prompts={prompts}"]
+    argv = ["pretrain", "data.dataset=csv", f"data.root={activity_csv}", f"prompt_set={prompts}"]
     line = one_error_line(
-        capsys, main([*argv, f"out={tmp_path / 'run'}"]), f"{prompts}, line 3: au_names: AU2"
+        capsys, main([*argv, f"run_dir={tmp_path / 'run'}"]), f"{prompts}, line 3: au_names: AU2"
     )
     assert "labels.yaml, line" in line and "AU1" in line
 
@@ -247,13 +247,13 @@ def corrupt_csv(tmp_path, activity_csv) -> Path:
 
 
 def test_corrupt_image_met_while_training_in_a_loader_worker(tmp_path, capsys, corrupt_csv):
-    argv = ["pretrain", "data.dataset=csv", f"data.root={corrupt_csv}", "data.prompts=none", "data.workers=1"]
+    argv = ["pretrain", "data.dataset=csv", f"data.root={corrupt_csv}", "prompt_set=none", "data.workers=1"]
     argv += [
         "data.frames_per_activity=2",
         "data.frame_stride=1",
-        "model.config={cnn_widths: [8, 16], image_size: 32}",
+        "init.backbone_config={cnn_widths: [8, 16], image_size: 32}",
     ]
-    argv += ["train.steps=2", "train.progress=false", f"out={tmp_path / 'run'}"]
+    argv += ["engine.steps=2", "engine.progress=false", f"run_dir={tmp_path / 'run'}"]
     one_error_line(capsys, main(argv), f"{corrupt_csv.parent / '3.png'}: cannot read the image of record ")
 
 
@@ -334,12 +334,12 @@ def test_options_between_overrides(argv, flags):
 
 
 def test_options_between_overrides_end_to_end(tmp_path, capsys):
-    assert main(["pretrain", "seed=3", "--print-config", f"out={tmp_path / 'x'}"]) == 0
+    assert main(["pretrain", "seed=3", "--print-config", f"run_dir={tmp_path / 'x'}"]) == 0
     printed = capsys.readouterr().out
-    assert "seed: 3" in printed and f"out: {tmp_path / 'x'}" in printed
+    assert "seed: 3" in printed and f"run_dir: {tmp_path / 'x'}" in printed
     # An unknown option is still a one-line usage error.
     with pytest.raises(SystemExit) as stop:
-        main(["pretrain", "seed=3", "--bogus", "out=x"])
+        main(["pretrain", "seed=3", "--bogus", "run_dir=x"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert err == ["clef: error: unrecognized arguments: --bogus (see clef --help)"]
