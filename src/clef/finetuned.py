@@ -6,7 +6,7 @@ and inference alike; the two differ only in how each label's text is put into a 
 
 * inference (no generator): every template, embeddings averaged (CLIP's prompt ensembling);
 * training (a generator): one template drawn per label at each step (prompt augmentation,
-  docs/method.md §4), all kinds of text embedded in one text-tower pass.
+  docs/method.md §4), one text-tower pass per kind of text.
 
 Heads (:mod:`clef.heads`): ``linear`` (the ablation's I: no text), ``names`` (N: label-name
 prototypes; for AUs one prompt per AU with a bias, or the with/without prompt pair) and
@@ -117,9 +117,11 @@ class FineTuneModel(nn.Module):
         """For each kind, the (C, D) unit-norm embeddings of the C label texts.
 
         ``generator`` None (inference): each text through every template of its kind, averaged.
-        A generator (training): each text put into one template drawn from ``generator``, all kinds
-        embedded in one text-tower pass (the draws are the same whether or not the tower is frozen;
-        a frozen tower's embeddings come from :meth:`ClefModel.embed_texts`'s cache).
+        A generator (training): each text put into one template drawn from ``generator`` (all draws
+        first, in the order of ``kinds``; they are the same whether or not the tower is frozen), one
+        text-tower pass per kind: names are a few tokens and descriptions a sentence, so passes of
+        their own are padded far less than one mixed pass. A frozen tower's embeddings come from
+        :meth:`ClefModel.embed_texts`'s cache, a frozen prefix's from the tower's own.
         """
         if generator is None:
             return {kind: build_text_classifier(self.clef, *self._texts(kind)) for kind in kinds}
@@ -127,14 +129,12 @@ class FineTuneModel(nn.Module):
         for kind in kinds:
             texts, templates = self._texts(kind)
             choices[kind] = torch.randint(len(templates), (len(texts),), generator=generator)
-        prompts: list[str] = []
+        out = {}
         for kind, choice in choices.items():
             texts, templates = self._texts(kind)
-            prompts += [templates[int(k)].replace("{}", t) for t, k in zip(texts, choice, strict=True)]
-        if not prompts:
-            return {}
-        emb = self.clef.embed_texts(prompts)
-        return dict(zip(choices, emb.split([len(c) for c in choices.values()]), strict=True))
+            prompts = [templates[int(k)].replace("{}", t) for t, k in zip(texts, choice, strict=True)]
+            out[kind] = self.clef.embed_texts(prompts)
+        return out
 
     def prototypes(self, text: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor | None:
         """The head's prototypes from label-text embeddings (the one place that chooses them).

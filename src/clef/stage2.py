@@ -90,8 +90,8 @@ class Stage2Step:
     * L_DN: symmetric InfoNCE between descriptions and names, when ``method.description_loss``.
 
     Prototypes come from :meth:`FineTuneModel.prototypes` on label texts each put into one template
-    drawn from ``generator`` at this step (prompt augmentation; one text pass of 2C short prompts
-    instead of C × T).
+    drawn from ``generator`` at this step (prompt augmentation; 2C short prompts per step instead
+    of C × T).
 
     Args:
         method: :class:`MethodConfig`.
@@ -120,7 +120,7 @@ class Stage2Step:
         with_dn = self.method.description_loss and "names" in kinds
         if with_dn and "descriptions" not in kinds:
             kinds += ("descriptions",)
-        text = model.text_embeddings(kinds, self.generator)  # one text-tower pass
+        text = model.text_embeddings(kinds, self.generator)  # (C, D) per kind
         logits = model.logits(v, model.prototypes(text))
 
         if model.space.multi_label:

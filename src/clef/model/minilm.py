@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from clef.errors import UserError
 from clef.model.hf_logging import quiet_transformers
-from clef.model.model import Tower
+from clef.model.model import FrozenCache, Tower
 
 
 def minilm_path() -> Path:
@@ -56,13 +57,64 @@ class MiniLMTower(Tower):
         # Orthogonal rows keep the pretrained sentence geometry (angles between texts) as far as a
         # map to a smaller space can, so text similarities are meaningful from the first step.
         nn.init.orthogonal_(self.projection.weight)
+        self._prefix_cache = FrozenCache()
 
     def forward(self, tokens: dict[str, Tensor]) -> Tensor:
-        mask = tokens["attention_mask"]
-        hidden = self.encoder(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        frozen = self.frozen_layers()
+        if frozen == 0:
+            hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        else:
+            # The embeddings and the first `frozen` layers are a fixed function of each text: their
+            # output is computed once per text and reused (FrozenCache); only the trainable top
+            # layers run at every step (a text-head row then costs little more than a linear one).
+            hidden = self._frozen_prefix(ids, mask, frozen)
+            layers = self.encoder.encoder.layer[frozen:]
+            if len(layers):
+                from transformers.masking_utils import create_bidirectional_mask
+
+                attention = create_bidirectional_mask(
+                    config=self.encoder.config, inputs_embeds=hidden, attention_mask=mask
+                )
+                for layer in layers:
+                    hidden = layer(hidden, attention)
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (N, L, 1)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (N, width)
         return self.projection(pooled)
+
+    def frozen_layers(self) -> int:
+        """How many leading transformer layers, after frozen embeddings, have no trainable parameter
+        (0 when the embeddings train)."""
+        if any(p.requires_grad for p in self.encoder.embeddings.parameters()):
+            return 0
+        count = 0
+        for layer in self.encoder.encoder.layer:
+            if any(p.requires_grad for p in layer.parameters()):
+                break
+            count += 1
+        return count
+
+    def _frozen_prefix(self, ids: Tensor, mask: Tensor, frozen: int) -> Tensor:
+        """(N, L, width) hidden states after the embeddings and the first ``frozen`` layers; each
+        text's (its unpadded token ids) computed once, in eval mode, without gradients."""
+        params = [*self.encoder.embeddings.parameters(), *self.encoder.encoder.layer[:frozen].parameters()]
+        table = self._prefix_cache.table(params, self.projection.weight)
+        lengths = mask.sum(dim=1).tolist()
+        keys = [(frozen, tuple(row[:n])) for row, n in zip(ids.tolist(), lengths, strict=True)]
+        missing = [i for i, key in enumerate(dict.fromkeys(keys)) if key not in table]
+        if missing:
+            unique = list(dict.fromkeys(keys))
+            rows = [keys.index(unique[i]) for i in missing]
+            with torch.no_grad():
+                out = self.encoder(
+                    input_ids=ids[rows], attention_mask=mask[rows], output_hidden_states=True
+                ).hidden_states[frozen]  # hidden_states[0] is the embedding output
+            for j, row in enumerate(rows):
+                table[keys[row]] = out[j, : lengths[row]].clone()
+        hidden = self.projection.weight.new_zeros(ids.shape[0], ids.shape[1], self.encoder.config.hidden_size)
+        for i, key in enumerate(keys):
+            hidden[i, : lengths[i]] = table[key]
+        return hidden
 
     def blocks(self) -> list[nn.Module]:
         return list(self.encoder.encoder.layer)

@@ -46,6 +46,28 @@ class Preprocess:
         return (images - mean) / std
 
 
+class FrozenCache:
+    """What frozen parameters compute, kept until any of them changes: the project's one caching rule.
+
+    Used for a frozen text tower's embeddings (:meth:`ClefModel.embed_texts`) and for a tower's
+    frozen leading blocks (e.g. :class:`clef.model.minilm.MiniLMTower`). :meth:`table` returns the
+    dict to read and fill for the given parameters; it is emptied whenever one of them was written
+    in place (optimiser steps and ``load_state_dict`` bump a tensor's version counter) or replaced
+    (``.data`` reassigned), and kept apart per device and dtype of ``like``. Callers store values
+    computed without gradients, and only from parameters none of which is trainable.
+    """
+
+    def __init__(self) -> None:
+        self._state: tuple | None = None
+        self._tables: dict[tuple, dict] = {}
+
+    def table(self, params, like: Tensor) -> dict:
+        state = tuple((p._version, p.data_ptr()) for p in params)
+        if state != self._state:
+            self._state, self._tables = state, {}
+        return self._tables.setdefault((str(like.device), like.dtype), {})
+
+
 class Tower(nn.Module):
     """One encoder with its projection to the shared space.
 
@@ -85,16 +107,31 @@ class Tower(nn.Module):
             for module in [*blocks[len(blocks) - unlocked_last_k :], *self.head()]:
                 for p in module.parameters():
                     p.requires_grad_(True)
+        self.train(self.training)  # the frozen parts to eval mode
 
     def unlock(self) -> None:
         """Make every parameter of the tower trainable again."""
         for p in self.parameters():
             p.requires_grad_(True)
+        self.train(self.training)
 
     @property
     def is_frozen(self) -> bool:
         """True when no parameter of the tower is trainable: the project's one meaning of "frozen"."""
         return not any(p.requires_grad for p in self.parameters())
+
+    def train(self, mode: bool = True) -> Tower:
+        """As ``nn.Module.train``, but every frozen part (a submodule with parameters, none of them
+        trainable: locked leading blocks, a locked stem or embedding layer) stays in eval mode, so its
+        dropout and normalisation statistics never change what it computes (it is a fixed function,
+        which is what lets its outputs be cached)."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                params = list(module.parameters())
+                if params and not any(p.requires_grad for p in params):
+                    module.eval()
+        return self
 
 
 class ClefModel(nn.Module):
@@ -128,7 +165,7 @@ class ClefModel(nn.Module):
         self.preprocess = preprocess
         self.backbone = backbone
         self.backbone_config = backbone_config
-        self._text_cache: dict = {}  # see embed_texts
+        self._text_cache = FrozenCache()  # see embed_texts
 
     # --- the contract -------------------------------------------------------------------------
     def encode_image(self, images: Tensor) -> Tensor:
@@ -150,30 +187,24 @@ class ClefModel(nn.Module):
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """(N, D) unit-norm embeddings of ``texts``, tokenised and encoded ``batch_size`` at a time.
 
-        This is the project's one text-embedding cache rule, owned here: while the text tower is
-        frozen (:attr:`Tower.is_frozen`) each text's embedding is computed once, without gradients,
-        and reused; the cache is keyed by the text, device and dtype, and emptied whenever a
-        text-tower parameter changes (optimiser steps and ``load_state_dict`` bump the tensors'
-        version counters). A text tower with any trainable part is run on every call, with gradients
-        when they are enabled.
+        While the text tower is frozen (:attr:`Tower.is_frozen`) each text's embedding is computed
+        once, without gradients, and reused (:class:`FrozenCache`: keyed by the text, emptied when a
+        text-tower parameter changes). A text tower with any trainable part is run on every call,
+        with gradients when they are enabled (and caches its own frozen leading blocks, if any).
         """
         if isinstance(texts, str):
             raise TypeError("embed_texts expects a list of strings, not one string")
         texts = list(texts)
         if not self.text_tower.is_frozen:
             return self._encode_texts(texts, batch_size)
-        probe = self.logit_scale
-        versions = tuple(p._version for p in self.text_tower.parameters())
-        cache = self._text_cache
-        if cache.get("versions") != versions:
-            cache.clear()
-            cache["versions"] = versions
-        table = cache.setdefault((str(probe.device), probe.dtype), {})
+        table = self._text_cache.table(self.text_tower.parameters(), self.logit_scale)
         missing = list(dict.fromkeys(t for t in texts if t not in table))
         if missing:
             with torch.no_grad():
                 table.update(zip(missing, self._encode_texts(missing, batch_size), strict=True))
-        return torch.stack([table[t] for t in texts]) if texts else probe.new_zeros(0, self.embed_dim)
+        return (
+            torch.stack([table[t] for t in texts]) if texts else self.logit_scale.new_zeros(0, self.embed_dim)
+        )
 
     def _encode_texts(self, texts: list[str], batch_size: int) -> Tensor:
         if not texts:
@@ -197,12 +228,10 @@ class ClefModel(nn.Module):
     def lock_image_tower(self, unlocked_last_k: int = 0) -> None:
         """Freeze the image tower (all of it, or all but its last ``unlocked_last_k`` blocks + head)."""
         self.image_tower.lock(unlocked_last_k)
-        self.train(self.training)
 
     def lock_text_tower(self, unlocked_last_k: int = 0) -> None:
         """Freeze the text tower (all of it, or all but its last ``unlocked_last_k`` blocks + head)."""
         self.text_tower.lock(unlocked_last_k)
-        self.train(self.training)
 
     def unlock_image_tower(self) -> None:
         self.image_tower.unlock()
@@ -210,14 +239,8 @@ class ClefModel(nn.Module):
     def unlock_text_tower(self) -> None:
         self.text_tower.unlock()
 
-    def train(self, mode: bool = True) -> ClefModel:
-        """As ``nn.Module.train``, but a frozen tower stays in eval mode, so that its dropout and
-        normalisation statistics do not change what it computes (its embeddings stay fixed)."""
-        super().train(mode)
-        for tower in (self.image_tower, self.text_tower):
-            if tower.is_frozen:
-                tower.eval()
-        return self
+    # ``train(mode)`` reaches both towers, and :meth:`Tower.train` keeps their frozen parts in eval
+    # mode (a frozen tower entirely), so their embeddings stay fixed.
 
     # --- optimiser support ----------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
