@@ -42,7 +42,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -373,32 +373,75 @@ def _batch_size(batch: Any) -> int:
     return int(batch.shape[0])
 
 
-class _Logger:
-    """Rank-0 metrics sinks: JSONL always, TensorBoard when asked and installed."""
+class _Throughput:
+    """Images per second over the steps since the last log line (all ranks' images together)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None) -> None:
+    def __init__(self) -> None:
+        self.start, self.images = time.perf_counter(), 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def rate(self) -> float:
+        """Images per second since the last call (or since construction); starts a new window."""
+        now = time.perf_counter()
+        rate = self.images / max(now - self.start, 1e-9)
+        self.start, self.images = now, 0
+        return rate
+
+
+class _Logger:
+    """Rank-0 reporting: the progress bar, ``metrics.jsonl``, TensorBoard when asked and installed.
+
+    On other ranks (``enabled=False``) every method does nothing, so the loop has no rank test.
+    """
+
+    def __init__(self, run_dir: Path, cfg: EngineConfig, enabled: bool, initial_step: int) -> None:
+        self.cfg, self.enabled = cfg, enabled
         self.path = run_dir / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():
-            # Drop lines a killed run logged after its last checkpoint: they are about to be redone.
-            kept = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if ln and json.loads(ln)["step"] <= resume_step
-            ]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+        self.bar = tqdm(
+            total=cfg.steps,
+            initial=initial_step,
+            disable=not (enabled and cfg.progress),
+            dynamic_ncols=True,
+            unit="step",
+        )
         self.tb = None
-        if tensorboard:
+        if enabled and cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 warnings.warn(
                     "tensorboard=true but the tensorboard package is not installed; logging to JSONL only",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
             else:
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
 
-    def log(self, record: dict[str, Any]) -> None:
+    def step_done(
+        self,
+        step: int,
+        epoch: int,
+        values: Mapping[str, float],
+        optimizer: torch.optim.Optimizer,
+        throughput: _Throughput,
+    ) -> None:
+        """After optimiser step ``step`` (1-based): a log line every ``log_every`` steps and at the end."""
+        if not self.enabled:
+            return
+        if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+            record = {"step": step, "epoch": epoch, **values}
+            record.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
+            record["images_per_s"] = throughput.rate()
+            self._write(record)
+            self.bar.set_postfix(
+                loss=f"{values['loss']:.4f}",
+                lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                img_s=f"{record['images_per_s']:.0f}",
+            )
+        self.bar.update(1)
+
+    def _write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tb is not None:
@@ -407,6 +450,7 @@ class _Logger:
                     self.tb.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
+        self.bar.close()
         if self.tb is not None:
             self.tb.close()
 
@@ -463,7 +507,16 @@ def train(
     """
     with training_context(model, cfg, device):
         return _train(
-            model, step_fn, param_groups, loader, cfg, run_dir, device, generators, run_config, resume
+            model,
+            step_fn,
+            param_groups,
+            loader,
+            cfg,
+            Path(run_dir),
+            torch.device(device),
+            generators,
+            run_config,
+            resume,
         )
 
 
@@ -473,184 +526,235 @@ def _train(
     param_groups: Mapping[str, ParamGroup],
     loader: Iterable,
     cfg: EngineConfig,
-    run_dir: str | Path,
-    device: torch.device | str,
+    run_dir: Path,
+    device: torch.device,
     generators: Mapping[str, torch.Generator] | None,
     run_config: Any,
     resume: str | Path | None,
 ) -> TrainResult:
-    device = torch.device(device)
+    """The loop; the step order is the module docstring's. The phases around it are named below."""
     generators = dict(generators or {})
-    run_dir = Path(run_dir)
-    rank, world = get_rank(), get_world_size()
-    main = rank == 0
+    world, main = get_world_size(), get_rank() == 0
     if cfg.grad_accum < 1 or cfg.checkpoint_every < 1 or cfg.log_every < 1:
         raise ValueError("grad_accum, checkpoint_every and log_every must be >= 1")
-
     optimizer = build_optimizer(param_groups, cfg)
     schedule = warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.final_lr_ratio)
-    sampler = getattr(loader, "batch_sampler", None)
-    if not hasattr(sampler, "set_epoch"):
-        sampler = None
-        warnings.warn(
-            "the loader's batch sampler has no set_epoch(epoch, position): resume is not exact", stacklevel=2
-        )
-
+    sampler = _resumable_sampler(loader)
     step, epoch, position = 0, 0, 0
     if resume is not None:
-        ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _after_load(optimizer)
-        step, epoch, position = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["position"])
-        rng = ckpt["rng"]
-        if len(rng) == world:
-            _set_rng_state(rng[rank], generators, device)
-        else:
-            warnings.warn(
-                f"checkpoint was written by {len(rng)} processes, this run has {world}: RNG not restored",
-                stacklevel=2,
-            )
-        del ckpt
-
+        step, epoch, position = _resume(resume, model, optimizer, generators, device)
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run_config if run_config is not None else cfg, run_dir / "config.yaml")
-    logger = _Logger(run_dir, cfg.tensorboard, step if resume is not None else None) if main else None
+        _prepare_run_folder(run_dir, run_config if run_config is not None else cfg, step, resume is not None)
+    module = _step_module(model, step_fn, device, cfg)
+    autocast = torch.autocast(
+        device_type="cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
+    )
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    checkpoints = _Checkpointer(
+        run_dir / CHECKPOINT_NAME, model, optimizer, generators, device, cfg, run_config
+    )
+    logger, throughput = _Logger(run_dir, cfg, main, step), _Throughput()
+    batches = _batches(loader, sampler, epoch, position)
+    last_loss = float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        while step < cfg.steps:
+            _set_learning_rates(optimizer, schedule[step])
+            sums: dict[str, torch.Tensor] = {}
+            for micro in range(cfg.grad_accum):
+                epoch, position, batch = next(batches)
+                batch = _to_device(batch, device)
+                throughput.add(_batch_size(batch) * world)
+                # Gradients are all-reduced only on the last micro-batch of a step.
+                last_micro = micro == cfg.grad_accum - 1
+                with contextlib.nullcontext() if (world == 1 or last_micro) else module.no_sync():
+                    with autocast:
+                        out = module(batch)
+                    (out["loss"] / cfg.grad_accum).backward()
+                for key, value in out.items():
+                    sums[key] = sums[key] + value.detach().float() if key in sums else value.detach().float()
 
-    module = _StepModule(model, step_fn)
-    if world > 1:
+            values = _mean_over_ranks(sums, cfg.grad_accum, world)
+            last_loss = values["loss"]
+            values.update(_optimizer_step(optimizer, trainable, cfg, last_loss, step, epoch))
+            step += 1
+
+            logger.step_done(step, epoch, values, optimizer, throughput)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoints.save(step, epoch, position)
+    finally:
+        batches.close()
+        logger.close()
+    return TrainResult(step=step, epoch=epoch, loss=last_loss, checkpoint=checkpoints.last)
+
+
+# ------------------------------------------------------------------------------ phases of the loop
+def _resume(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generators: Mapping[str, torch.Generator],
+    device: torch.device,
+) -> tuple[int, int, int]:
+    """Load a checkpoint into ``model``, ``optimizer`` and the RNGs; return (step, epoch, position)."""
+    ckpt = load_checkpoint(path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    _after_load(optimizer)
+    rng, world = ckpt["rng"], get_world_size()
+    if len(rng) == world:
+        _set_rng_state(rng[get_rank()], generators, device)
+    else:
+        warnings.warn(
+            f"checkpoint was written by {len(rng)} processes, this run has {world}: RNG not restored",
+            stacklevel=3,
+        )
+    return int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["position"])
+
+
+def _prepare_run_folder(run_dir: Path, config: Any, step: int, resumed: bool) -> None:
+    """Rank 0: create the folder, save the merged config, drop log lines after a resumed checkpoint."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    metrics = run_dir / "metrics.jsonl"
+    if resumed and metrics.exists():
+        # Lines a killed run logged after its last checkpoint are about to be redone.
+        kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        metrics.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _step_module(model: torch.nn.Module, step_fn: StepFn, device: torch.device, cfg: EngineConfig):
+    """Model + step function as one module, under DDP when there is more than one process."""
+    module: torch.nn.Module = _StepModule(model, step_fn)
+    if get_world_size() > 1:
         module = torch.nn.parallel.DistributedDataParallel(
             module,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.find_unused_parameters,
         )
-    module.train()
-    autocast = torch.autocast(
-        device_type="cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
-    )
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    last_checkpoint: Path | None = None
-    config_dict = config_to_dict(run_config) if run_config is not None else None
+    return module.train()
 
-    def save() -> None:
-        nonlocal last_checkpoint
-        rng = _gather_rng(generators, device)  # collective: every rank takes part
-        if main:
-            state = {
-                "format": _FORMAT,
-                "step": step,
-                "epoch": epoch,
-                "position": position,
-                # contiguous: the checkpoint does not depend on the training layout (channels_last)
-                "model": {k: v.contiguous() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "rng": rng,
-                "world_size": world,
-                "engine": config_to_dict(cfg),
-                "config": config_dict,
-            }
-            _atomic_save(state, checkpoint_path)
-            last_checkpoint = checkpoint_path
 
-    bar = tqdm(
-        total=cfg.steps, initial=step, disable=not (main and cfg.progress), dynamic_ncols=True, unit="step"
+def _resumable_sampler(loader: Iterable) -> Any:
+    """The loader's batch sampler if it can restart mid-epoch (``set_epoch(epoch, position)``), else None."""
+    sampler = getattr(loader, "batch_sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        return sampler
+    warnings.warn(
+        "the loader's batch sampler has no set_epoch(epoch, position): resume is not exact", stacklevel=4
     )
-    micro = 0
-    sums: dict[str, torch.Tensor] = {}
-    images = 0
-    window_start, window_images = time.perf_counter(), 0
-    last_loss = float("nan")
+    return None
+
+
+def _batches(loader: Iterable, sampler: Any, epoch: int, position: int) -> Iterator[tuple[int, int, Any]]:
+    """``(epoch, position, batch)`` from the resume point on, epoch after epoch, without end.
+
+    ``position`` counts the batches consumed in ``epoch`` (this one included). With a ``sampler``
+    (:func:`_resumable_sampler`), each epoch starts with ``set_epoch(epoch, position)``.
+
+    Raises:
+        ValueError: a whole epoch yielded no batch.
+    """
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch, position)
+        started_at = position
+        # A DataLoader draws its workers' base seed from the global torch RNG when an iterator is
+        # made; a resumed run makes one at a point where the original run did not, so the draw is
+        # kept off the global stream (loaders here only decode, so worker seeds do not matter).
+        with torch.random.fork_rng(devices=[]):
+            epoch_batches = iter(loader)
+        for batch in epoch_batches:
+            position += 1
+            yield epoch, position, batch
+        # The epoch ran out (possibly in the middle of an accumulation, which carries over).
+        if started_at == 0 and position == 0:
+            raise ValueError("the loader yielded no batch in a whole epoch")
+        epoch, position = epoch + 1, 0
+
+
+def _set_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * float(multiplier)  # a python float: weights_only-loadable
+
+
+def _mean_over_ranks(sums: Mapping[str, torch.Tensor], micro_batches: int, world: int) -> dict[str, float]:
+    """The step function's outputs averaged over micro-batches and ranks (one all-reduce)."""
+    keys = sorted(sums)
+    means = torch.stack([sums[k] for k in keys]) / micro_batches
+    if world > 1:
+        dist.all_reduce(means)  # every rank sees the same values -> the same decisions
+        means /= world
+    return dict(zip(keys, means.tolist(), strict=True))
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    trainable: list[torch.nn.Parameter],
+    cfg: EngineConfig,
+    loss: float,
+    step: int,
+    epoch: int,
+) -> dict[str, float]:
+    """Finiteness check, gradient clipping, update, zeroed gradients; returns ``{"grad_norm": ...}``
+    when clipping (the norm before clipping).
+
+    Raises:
+        NonFiniteLossError: the loss or the gradient norm is NaN/inf; nothing was updated.
+    """
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss is {loss} at step {step + 1} (epoch {epoch}); stopped before the update: "
+            "lower the learning rate or check the inputs."
+        )
+    values = {}
+    if cfg.clip_grad_norm is not None:
+        values["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm))
+        if not math.isfinite(values["grad_norm"]):
+            raise NonFiniteLossError(
+                f"gradient norm is {values['grad_norm']} at step {step + 1} (epoch {epoch}); "
+                "stopping before the update."
+            )
+    optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    try:
-        while step < cfg.steps:
-            if sampler is not None:
-                sampler.set_epoch(epoch, position)
-            started_at = position
-            # A DataLoader draws its workers' base seed from the global torch RNG when an iterator is
-            # made; a resumed run makes one at a point where the original run did not, so the draw is
-            # kept off the global stream (loaders here only decode, so worker seeds do not matter).
-            with torch.random.fork_rng(devices=[]):
-                batches = iter(loader)
-            for batch in batches:
-                position += 1
-                if micro == 0:
-                    for group in optimizer.param_groups:
-                        group["lr"] = group["base_lr"] * float(
-                            schedule[step]
-                        )  # python float: weights_only-loadable
-                batch = _to_device(batch, device)
-                images += _batch_size(batch) * world
-                last_micro = micro == cfg.grad_accum - 1
-                # Gradients are all-reduced only on the last micro-batch of a step.
-                sync = contextlib.nullcontext() if (world == 1 or last_micro) else module.no_sync()
-                with sync:
-                    with autocast:
-                        out = module(batch)
-                    loss = out["loss"]
-                    (loss / cfg.grad_accum).backward()
-                for key, value in out.items():
-                    v = value.detach().float()
-                    sums[key] = sums[key] + v if key in sums else v
-                micro += 1
-                if not last_micro:
-                    continue
+    return values
 
-                # ---- optimiser step
-                micro = 0
-                keys = sorted(sums)
-                means = torch.stack([sums[k] for k in keys]) / cfg.grad_accum
-                if world > 1:
-                    dist.all_reduce(means)  # every rank sees the same values -> the same decision
-                    means /= world
-                values = dict(zip(keys, means.tolist(), strict=True))
-                sums = {}
-                last_loss = values["loss"]
-                if not math.isfinite(last_loss):
-                    raise NonFiniteLossError(
-                        f"loss is {last_loss} at step {step + 1} (epoch {epoch}); stopped before the update: "
-                        "lower the learning rate or check the inputs."
-                    )
-                if cfg.clip_grad_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm)
-                    values["grad_norm"] = float(norm)
-                    if not math.isfinite(values["grad_norm"]):
-                        raise NonFiniteLossError(
-                            f"gradient norm is {values['grad_norm']} at step {step + 1} (epoch {epoch}); "
-                            "stopping before the update."
-                        )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                window_images += images
-                images = 0
 
-                if main and (step % cfg.log_every == 0 or step == cfg.steps):
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": step, "epoch": epoch, **values}
-                    record.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
-                    record["images_per_s"] = window_images / max(elapsed, 1e-9)
-                    logger.log(record)
-                    bar.set_postfix(
-                        loss=f"{last_loss:.4f}",
-                        lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                        img_s=f"{record['images_per_s']:.0f}",
-                    )
-                    window_start, window_images = time.perf_counter(), 0
-                bar.update(1)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save()
-                if step == cfg.steps:
-                    break
-            else:
-                # The epoch ran out (possibly in the middle of an accumulation, which carries over).
-                if started_at == 0 and position == 0:
-                    raise ValueError("the loader yielded no batch in a whole epoch")
-                epoch += 1
-                position = 0
-    finally:
-        bar.close()
-        if logger is not None:
-            logger.close()
-    return TrainResult(step=step, epoch=epoch, loss=last_loss, checkpoint=last_checkpoint)
+class _Checkpointer:
+    """Writes the resumable training state to one path (rank 0; every rank takes part in the RNG gather)."""
+
+    def __init__(
+        self,
+        path: Path,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generators: Mapping[str, torch.Generator],
+        device: torch.device,
+        cfg: EngineConfig,
+        run_config: Any,
+    ) -> None:
+        self.path, self.model, self.optimizer = path, model, optimizer
+        self.generators, self.device = generators, device
+        self.engine = config_to_dict(cfg)
+        self.config = config_to_dict(run_config) if run_config is not None else None
+        self.last: Path | None = None  # the last checkpoint written (rank 0)
+
+    def save(self, step: int, epoch: int, position: int) -> None:
+        rng = _gather_rng(self.generators, self.device)  # collective: every rank takes part
+        if get_rank() != 0:
+            return
+        state = {
+            "format": _FORMAT,
+            "step": step,
+            "epoch": epoch,
+            "position": position,
+            # contiguous: the checkpoint does not depend on the training layout (channels_last)
+            "model": {k: v.contiguous() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "world_size": get_world_size(),
+            "engine": self.engine,
+            "config": self.config,
+        }
+        _atomic_save(state, self.path)
+        self.last = self.path
