@@ -263,16 +263,24 @@ class ImageData(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-def _conv_run(tmp_path, cfg, resume=None):
+def _conv_run(tmp_path, cfg, resume=None, kill_at_call=None):
     seed_everything(0)
     model = ConvNet()
     loader = torch.utils.data.DataLoader(ImageData(), batch_sampler=RandomBatchSampler(12, 4, seed=1))
+    calls = {"n": 0}
 
     def step_fn(m, batch):
+        calls["n"] += 1
+        if calls["n"] == kill_at_call:
+            raise KeyboardInterrupt("killed")
         return {"loss": F.cross_entropy(m(batch["x"]), batch["y"])}
 
     groups = {"all": ParamGroup(model.parameters(), 1e-2)}
-    train(model, step_fn, groups, loader, cfg, tmp_path, resume=resume)
+    if kill_at_call is None:
+        train(model, step_fn, groups, loader, cfg, tmp_path, resume=resume)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            train(model, step_fn, groups, loader, cfg, tmp_path, resume=resume)
     return model
 
 
@@ -283,8 +291,9 @@ def test_channels_last_fused_run_resumes_exactly_with_plain_checkpoints(tmp_path
     ckpt = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
     assert set(ckpt["model"]) == set(reference.state_dict())  # plain keys: no compile/DDP prefixes
     assert all(v.is_contiguous() for v in ckpt["model"].values())
-    # A run stopped after 2 steps and resumed reaches the same weights bit for bit.
-    _conv_run(tmp_path / "b", dataclasses.replace(cfg, steps=2))
+    # A run killed in step 3 (after the checkpoint of step 2) and resumed reaches the same weights
+    # bit for bit.
+    _conv_run(tmp_path / "b", cfg, kill_at_call=3)
     resumed = _conv_run(tmp_path / "b", cfg, resume=tmp_path / "b" / CHECKPOINT_NAME)
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, reference.state_dict()[key]), key
@@ -292,7 +301,7 @@ def test_channels_last_fused_run_resumes_exactly_with_plain_checkpoints(tmp_path
     # checkpoint was written by the per-tensor AdamW and resumed with the fused one.
     before = dataclasses.replace(cfg, channels_last=False, fused_optimizer=False)
     plain = _conv_run(tmp_path / "c", before)
-    _conv_run(tmp_path / "d", dataclasses.replace(before, steps=2))
+    _conv_run(tmp_path / "d", before, kill_at_call=3)  # the speed options may change on resume
     switched = _conv_run(tmp_path / "d", cfg, resume=tmp_path / "d" / CHECKPOINT_NAME)
     for other in (plain, switched):
         for key, value in other.state_dict().items():

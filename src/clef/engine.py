@@ -36,25 +36,30 @@ logging and the finiteness check -> clip -> optimiser step -> zero grads -> log 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
-import os
+import pickle
 import random
+import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from tqdm.auto import tqdm
 
-from clef.config import config_to_dict, save_config
+from clef import run_folder
+from clef.config import config_changes, config_to_dict, require_number, save_config
 from clef.cpu_memory import retain_freed_memory
-from clef.distributed import get_rank, get_world_size, is_initialized
+from clef.distributed import barrier, get_rank, get_world_size, is_initialized
+from clef.errors import UserError
 
 __all__ = [
     "EngineConfig",
@@ -72,7 +77,7 @@ __all__ = [
     "CHECKPOINT_NAME",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = run_folder.CHECKPOINT
 _FORMAT = "clef-train-checkpoint/1"
 
 StepFn = Callable[[torch.nn.Module, dict[str, Any]], Mapping[str, torch.Tensor]]
@@ -109,6 +114,41 @@ class EngineConfig:
     # (stage-1 step of the offline default: ~77,000 minor faults without, ~600 with; the step alone
     # 1.2x faster, `clef pretrain` 1.07x in images/s). Restored when train() returns.
     retain_cpu_memory: bool = True
+
+    # May change when a run is resumed (clef.config.config_changes): how the run is reported, where
+    # checkpoints fall, and the speed options, none of which changes what is learned.
+    RESUME_MAY_DIFFER: ClassVar[frozenset[str]] = frozenset(
+        {
+            "progress",
+            "tensorboard",
+            "log_every",
+            "checkpoint_every",
+            "find_unused_parameters",
+            "fused_optimizer",
+            "channels_last",
+            "retain_cpu_memory",
+        }
+    )
+
+    def __post_init__(self) -> None:
+        """Ranges, so that a bad value fails when the config is read, not steps into a run.
+
+        ``warmup_steps > steps`` is allowed: the whole run is warm-up (a short smoke run such as
+        ``train.steps=2`` should not need a second override).
+
+        Raises:
+            clef.config.InvalidValue: a value out of range or not finite (the key and the value named).
+        """
+        for key in ("steps", "grad_accum", "checkpoint_every", "log_every"):
+            require_number(key, getattr(self, key), integer=True, at_least=1)
+        require_number("warmup_steps", self.warmup_steps, integer=True, at_least=0)
+        require_number("final_lr_ratio", self.final_lr_ratio, at_least=0, at_most=1)
+        require_number("weight_decay", self.weight_decay, at_least=0)
+        for beta in self.betas:
+            require_number("betas", beta, at_least=0, below=1)
+        require_number("eps", self.eps, above=0)
+        if self.clip_grad_norm is not None:
+            require_number("clip_grad_norm", self.clip_grad_norm, above=0)
 
 
 @dataclass(frozen=True)
@@ -155,10 +195,16 @@ def build_optimizer(groups: Mapping[str, ParamGroup], cfg: EngineConfig) -> torc
 
     Raises:
         ValueError: a parameter appears in two groups, or no parameter is trainable.
+        UserError: a learning rate is negative or not finite (a NaN would train NaN weights).
     """
     seen: set[int] = set()
     param_groups = []
     for name, group in groups.items():
+        if not (isinstance(group.lr, (int, float)) and math.isfinite(group.lr) and group.lr >= 0):
+            raise UserError(
+                f"the learning rate of parameter group '{name}' must be a finite number >= 0, "
+                f"got {group.lr!r}"
+            )
         decay, no_decay = [], []
         for p in group.params:
             if not p.requires_grad:
@@ -340,18 +386,52 @@ def _gather_rng(generators: Mapping[str, torch.Generator], device: torch.device)
 
 
 # -------------------------------------------------------------------------------------- checkpoints
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic on POSIX: a reader sees the old or the new file, never half of one
+_CHECKPOINT_KEYS = ("step", "epoch", "position", "model", "optimizer", "rng")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train` (``torch.load(weights_only=True)``, on CPU)."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a checkpoint written by :func:`train` (``torch.load(weights_only=True)``, on CPU).
+
+    Nothing in the file is executed: ``weights_only`` refuses every pickled object other than
+    tensors and plain containers before it is built.
+
+    Raises:
+        UserError: one line naming the file and what is wrong: it does not exist; it is empty,
+            truncated or damaged; it holds Python objects other than tensors; it is not a clef
+            training checkpoint (e.g. a model file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {'a folder, not' if path.is_dir() else 'no such'} checkpoint file")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        raise UserError(f"{path}: empty file (an interrupted write?), not a checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
+        raise UserError(f"{path}: {_unreadable(err, head, path)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a clef training checkpoint")
+        raise UserError(f"{path}: not a clef training checkpoint (no format tag {_FORMAT!r})")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise UserError(f"{path}: an incomplete clef training checkpoint (no {', '.join(missing)})")
     return ckpt
+
+
+def _unreadable(err: Exception, head: bytes, path: Path) -> str:
+    """Why ``torch.load`` could not read a file, in one line."""
+    code = re.search(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    if code is not None:
+        return (
+            f"refused: it holds a Python object ({code.group(1)}) that unpickling would run; "
+            "a clef training checkpoint holds only tensors and plain values (nothing was run)"
+        )
+    if path.suffix == ".safetensors":
+        return "a model file; resume takes the run's training checkpoint (checkpoint.pt)"
+    if head == b"PK\x03\x04":  # a zip archive, torch's format: the end is missing or damaged
+        return "truncated or damaged (an interrupted write or copy?), not a readable checkpoint"
+    return "not a PyTorch checkpoint file"
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -479,8 +559,13 @@ def train(
     generators: Mapping[str, torch.Generator] | None = None,
     run_config: Any = None,
     resume: str | Path | None = None,
+    overwrite: bool = True,
+    outputs: Sequence[str] = (),
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` optimiser steps, or the remaining ones when resuming.
+
+    The run folder follows :mod:`clef.run_folder`'s rules; everything is checked before anything
+    is written (a refused run leaves the folder as it was).
 
     Args:
         model: on ``device`` already; its ``state_dict`` is what checkpoints hold. With
@@ -497,13 +582,24 @@ def train(
         generators: named ``torch.Generator`` objects the step function draws from (augmentation),
             saved and restored with the checkpoint.
         run_config: the merged config dataclass to save as ``config.yaml`` and inside checkpoints.
-        resume: a checkpoint to continue from (same world size for exact RNG restoration).
+        resume: a checkpoint to continue from (same world size for exact RNG restoration). It must
+            have been written by a run of the same config (``run_config``, else ``cfg``), up to the
+            fields its dataclasses list in ``RESUME_MAY_DIFFER``; so must ``run_dir/config.yaml``.
+        overwrite: when ``run_dir`` already holds a run and ``resume`` is None: True removes that
+            run's files (:func:`clef.run_folder.clear_run_folder`) and starts over; False refuses.
+            True is the library's default (programs that re-run into their folders rely on it);
+            the command line passes False unless ``--overwrite`` is given.
+        outputs: the stage program's own files in ``run_dir`` (``stage1.safetensors`` ...): they
+            count as "holds a run" and an overwrite removes them too.
 
     Returns:
         :class:`TrainResult`.
 
     Raises:
         NonFiniteLossError: the loss or gradient norm became non-finite (message names the step).
+        UserError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite``; ``resume`` is
+            missing, unreadable, not a clef training checkpoint, or of another config (the message
+            names the keys that differ); a learning rate is not finite.
     """
     with training_context(model, cfg, device):
         return _train(
@@ -514,9 +610,11 @@ def train(
             cfg,
             Path(run_dir),
             torch.device(device),
-            generators,
+            dict(generators or {}),
             run_config,
-            resume,
+            resume=resume,
+            overwrite=overwrite,
+            outputs=tuple(outputs),
         )
 
 
@@ -528,23 +626,29 @@ def _train(
     cfg: EngineConfig,
     run_dir: Path,
     device: torch.device,
-    generators: Mapping[str, torch.Generator] | None,
+    generators: dict[str, torch.Generator],
     run_config: Any,
+    *,
     resume: str | Path | None,
+    overwrite: bool,
+    outputs: tuple[str, ...],
 ) -> TrainResult:
     """The loop; the step order is the module docstring's. The phases around it are named below."""
-    generators = dict(generators or {})
     world, main = get_world_size(), get_rank() == 0
-    if cfg.grad_accum < 1 or cfg.checkpoint_every < 1 or cfg.log_every < 1:
-        raise ValueError("grad_accum, checkpoint_every and log_every must be >= 1")
+    config = run_config if run_config is not None else cfg  # what config.yaml and checkpoints hold
+    overwrite = overwrite and resume is None  # a resumed run keeps its folder
+    run_folder.check_run_folder(run_dir, resume=resume is not None, overwrite=overwrite, outputs=outputs)
     optimizer = build_optimizer(param_groups, cfg)
     schedule = warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.final_lr_ratio)
     sampler = _resumable_sampler(loader)
-    step, epoch, position = 0, 0, 0
+    step, epoch, position, last_loss = 0, 0, 0, float("nan")
     if resume is not None:
-        step, epoch, position = _resume(resume, model, optimizer, generators, device)
+        step, epoch, position, last_loss = _resume(
+            resume, model, optimizer, generators, device, config, run_dir
+        )
+    barrier()  # every rank has checked the folder before rank 0 changes it
     if main:
-        _prepare_run_folder(run_dir, run_config if run_config is not None else cfg, step, resume is not None)
+        _prepare_run_folder(run_dir, config, step if resume is not None else None, overwrite, outputs)
     module = _step_module(model, step_fn, device, cfg)
     autocast = torch.autocast(
         device_type="cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
@@ -555,7 +659,6 @@ def _train(
     )
     logger, throughput = _Logger(run_dir, cfg, main, step), _Throughput()
     batches = _batches(loader, sampler, epoch, position)
-    last_loss = float("nan")
     optimizer.zero_grad(set_to_none=True)
     try:
         while step < cfg.steps:
@@ -581,7 +684,7 @@ def _train(
 
             logger.step_done(step, epoch, values, optimizer, throughput)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                checkpoints.save(step, epoch, position)
+                checkpoints.save(step, epoch, position, last_loss)
     finally:
         batches.close()
         logger.close()
@@ -595,9 +698,19 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     generators: Mapping[str, torch.Generator],
     device: torch.device,
-) -> tuple[int, int, int]:
-    """Load a checkpoint into ``model``, ``optimizer`` and the RNGs; return (step, epoch, position)."""
+    config: Any,
+    run_dir: Path,
+) -> tuple[int, int, int, float]:
+    """Load a checkpoint of this run into ``model``, ``optimizer`` and the RNGs.
+
+    Returns:
+        (step, epoch, position, loss of the last step).
+
+    Raises:
+        UserError: see :func:`load_checkpoint` and :func:`_check_same_run`; nothing was loaded.
+    """
     ckpt = load_checkpoint(path)
+    _check_same_run(Path(path), ckpt, config, run_dir)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     _after_load(optimizer)
@@ -609,18 +722,61 @@ def _resume(
             f"checkpoint was written by {len(rng)} processes, this run has {world}: RNG not restored",
             stacklevel=3,
         )
-    return int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["position"])
+    return int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["position"]), float(ckpt.get("loss", math.nan))
 
 
-def _prepare_run_folder(run_dir: Path, config: Any, step: int, resumed: bool) -> None:
-    """Rank 0: create the folder, save the merged config, drop log lines after a resumed checkpoint."""
+def _check_same_run(path: Path, ckpt: Mapping[str, Any], config: Any, run_dir: Path) -> None:
+    """Refuse to resume ``config`` from a checkpoint (or into a folder) of another run.
+
+    Compared: the kind of config (``PretrainConfig`` vs ``FinetuneConfig``: a checkpoint of the other
+    stage), then every field except those in ``RESUME_MAY_DIFFER`` (:func:`clef.config.config_changes`),
+    against the checkpoint's config and against ``run_dir/config.yaml`` when it exists.
+
+    Raises:
+        UserError: one line naming the file and, for a config change, the keys (``steps: 2 -> 3``).
+    """
+    kind = type(config).__name__
+    stored = ckpt.get("config") if ckpt.get("config") is not None else ckpt.get("engine")
+    # "config_type" is absent in checkpoints written before it was stored: compare the keys then.
+    stored_kind = ckpt.get("config_type")
+    names = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else None
+    if (stored_kind is not None and stored_kind != kind) or (
+        stored_kind is None and names is not None and isinstance(stored, Mapping) and set(stored) != names
+    ):
+        raise UserError(
+            f"{path}: a checkpoint of a {stored_kind or 'different kind of'} run, not of this {kind} run "
+            "(a checkpoint of another program or stage?)"
+        )
+    sources = [(path, stored)]
+    folder_config = run_dir / run_folder.CONFIG
+    if folder_config.is_file():
+        try:
+            sources.append((folder_config, yaml.safe_load(folder_config.read_text())))
+        except yaml.YAMLError:
+            raise UserError(f"{folder_config}: not valid YAML; the run's config cannot be compared") from None
+    for source, stored_config in sources:
+        changes = config_changes(stored_config, config)
+        if changes:
+            shown = ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
+            raise UserError(
+                f"{source}: resuming with another config than the run's: {shown}; resume with the run's "
+                "config (its config.yaml), or start over with --overwrite"
+            )
+
+
+def _prepare_run_folder(
+    run_dir: Path, config: Any, resume_step: int | None, overwrite: bool, outputs: tuple[str, ...]
+) -> None:
+    """Rank 0, after every check passed: create the folder, remove what killed writes left, remove
+    the old run when overwriting, save the merged config, and when resuming keep the log up to the
+    checkpoint's step."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    metrics = run_dir / "metrics.jsonl"
-    if resumed and metrics.exists():
-        # Lines a killed run logged after its last checkpoint are about to be redone.
-        kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        metrics.write_text("".join(ln + "\n" for ln in kept))
+    run_folder.remove_temporaries(run_dir)
+    if resume_step is None and overwrite:
+        run_folder.clear_run_folder(run_dir, outputs)
+    save_config(config, run_dir / run_folder.CONFIG)
+    if resume_step is not None:
+        run_folder.truncate_metrics(run_dir / run_folder.METRICS, resume_step)
 
 
 def _step_module(model: torch.nn.Module, step_fn: StepFn, device: torch.device, cfg: EngineConfig):
@@ -737,9 +893,10 @@ class _Checkpointer:
         self.generators, self.device = generators, device
         self.engine = config_to_dict(cfg)
         self.config = config_to_dict(run_config) if run_config is not None else None
+        self.config_type = type(run_config if run_config is not None else cfg).__name__
         self.last: Path | None = None  # the last checkpoint written (rank 0)
 
-    def save(self, step: int, epoch: int, position: int) -> None:
+    def save(self, step: int, epoch: int, position: int, loss: float) -> None:
         rng = _gather_rng(self.generators, self.device)  # collective: every rank takes part
         if get_rank() != 0:
             return
@@ -755,6 +912,8 @@ class _Checkpointer:
             "world_size": get_world_size(),
             "engine": self.engine,
             "config": self.config,
+            "config_type": self.config_type,  # a resume of another program's run is refused
+            "loss": loss,
         }
-        _atomic_save(state, self.path)
+        run_folder.atomic_write(self.path, lambda tmp: torch.save(state, tmp))
         self.last = self.path

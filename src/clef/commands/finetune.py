@@ -1,9 +1,17 @@
-"""`clef finetune`: stage 2, text-driven fine-tuning for AU detection or FER (method.md §4)."""
+"""`clef finetune`: stage 2, text-driven fine-tuning for AU detection or FER (method.md §4).
+
+A RUN_DIR that already holds a run is refused unless ``--resume`` (continue it, same config) or
+``--overwrite`` (start over: that run's files are removed, nothing else); see docs/errors.md.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+# What stage 2 writes in RUN_DIR besides the engine's files (clef.run_folder.RUN_FILES): the model
+# pair of clef.stage2.save_finetuned and the test metrics folder.
+FINETUNE_OUTPUTS = ("model.safetensors", "model.json", "eval")
 
 
 def add_parser(subparsers) -> None:
@@ -17,7 +25,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--config", type=Path, help="YAML file of overrides (default: the built-in defaults)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.fold=2 engine.steps=500")
     parser.add_argument(
-        "--resume", type=Path, help="continue from RUN_DIR/checkpoint.pt of an interrupted run"
+        "--resume",
+        nargs="?",
+        const="auto",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run exactly, with its config (default: RUN_DIR/checkpoint.pt)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a RUN_DIR that already holds a run (removes that run's files, nothing else)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -25,10 +42,25 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clef.config import load_config
+    from clef.engine import CHECKPOINT_NAME, NonFiniteLossError
+    from clef.errors import UserError
+    from clef.run_folder import check_run_folder, clear_run_folder
     from clef.stage2 import FinetuneConfig, finetune
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    result = finetune(cfg, progress=not args.quiet, resume=args.resume)
+    resume = None
+    if args.resume is not None:
+        resume = Path(cfg.run_dir) / CHECKPOINT_NAME if args.resume == "auto" else Path(args.resume)
+    # Checked here, before the data and the model are loaded; the engine checks the checkpoint itself.
+    check_run_folder(
+        cfg.run_dir, resume=resume is not None, overwrite=args.overwrite, outputs=FINETUNE_OUTPUTS
+    )
+    if args.overwrite:
+        clear_run_folder(cfg.run_dir, FINETUNE_OUTPUTS)
+    try:
+        result = finetune(cfg, progress=not args.quiet, resume=resume)
+    except NonFiniteLossError as err:
+        raise UserError(str(err)) from None
     print(
         f"trained on {result.n_train} records in {result.train_seconds:.0f} s; checkpoint {result.checkpoint}"
     )
