@@ -402,7 +402,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: {'a folder, not' if path.is_dir() else 'no such'} checkpoint file")
+        raise UserError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} checkpoint file")
     with path.open("rb") as f:
         head = f.read(4)
     if not head:
@@ -743,9 +743,10 @@ def _check_same_run(path: Path, ckpt: Mapping[str, Any], config: Any, run_dir: P
     if (stored_kind is not None and stored_kind != kind) or (
         stored_kind is None and names is not None and isinstance(stored, Mapping) and set(stored) != names
     ):
+        its = f"its config is {stored_kind}" if stored_kind else "its config has other keys"
         raise UserError(
-            f"{path}: a checkpoint of a {stored_kind or 'different kind of'} run, not of this {kind} run "
-            "(a checkpoint of another program or stage?)"
+            f"{path}: a checkpoint of another kind of run: {its}, this run's is {kind} "
+            "(another stage or program wrote it)"
         )
     sources = [(path, stored)]
     folder_config = run_dir / run_folder.CONFIG
@@ -771,7 +772,7 @@ def _prepare_run_folder(
     the old run when overwriting, save the merged config, and when resuming keep the log up to the
     checkpoint's step."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_folder.remove_temporaries(run_dir)
+    run_folder.remove_temporaries(run_dir, outputs)
     if resume_step is None and overwrite:
         run_folder.clear_run_folder(run_dir, outputs)
     save_config(config, run_dir / run_folder.CONFIG)

@@ -17,6 +17,7 @@ their names as ``outputs``. The rules, all checked before anything is written:
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -104,7 +105,7 @@ def check_run_folder(
 def clear_run_folder(run_dir: str | Path, outputs: Sequence[str] = ()) -> list[str]:
     """Remove the files and folders a run wrote in ``run_dir`` (nothing else); return their names."""
     run_dir = Path(run_dir)
-    removed = [p.name for p in remove_temporaries(run_dir)]
+    removed = [p.name for p in remove_temporaries(run_dir, outputs)]
     for name in (*RUN_FILES, TENSORBOARD, *outputs):
         path = run_dir / name
         if path.is_dir() and not path.is_symlink():
@@ -117,15 +118,17 @@ def clear_run_folder(run_dir: str | Path, outputs: Sequence[str] = ()) -> list[s
     return removed
 
 
-def remove_temporaries(run_dir: str | Path) -> list[Path]:
-    """Remove the temporary files of :data:`RUN_FILES` that killed writes left; return them.
+def remove_temporaries(run_dir: str | Path, outputs: Sequence[str] = ()) -> list[Path]:
+    """Remove the temporary files (:func:`temporary_path`) of :data:`RUN_FILES` and ``outputs`` that
+    killed writes left; return them.
 
     Call it only where no other process writes into ``run_dir`` (one run per folder).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = [p for name in RUN_FILES for p in run_dir.glob(f".{name}.tmp*") if p.is_file()]
+    names = (*RUN_FILES, *outputs)
+    found = [p for name in names for p in run_dir.glob(f".{glob.escape(name)}.tmp*") if p.is_file()]
     for path in found:
         path.unlink(missing_ok=True)
     return found
