@@ -15,11 +15,16 @@ batch (already on the device) and returns the loss. The engine owns everything a
   between steps instead of handed back to the kernel (:mod:`clef.cpu_memory`); the last two are
   entered by :func:`training_context`;
 * a non-finite loss (or gradient norm) stops the run at once with a message naming the step;
-* atomic checkpoints (temp file + ``os.replace``) every ``checkpoint_every`` steps and at the end,
-  holding model, optimiser, step, sampler position (epoch + batches consumed) and the RNG states of
-  every rank (python, numpy, torch, CUDA, and the caller's generators, e.g. the augmentation's), so
-  that :func:`train` with ``resume=`` continues exactly: on CPU a killed-and-resumed run ends with
-  bit-identical weights to an uninterrupted one;
+* atomic checkpoints (:func:`clef.run_folder.atomic_write`: temp file, fsync, ``os.replace``) every
+  ``checkpoint_every`` steps and at the end, holding model, optimiser, step, sampler position (epoch
+  + batches consumed), the RNG states of every rank (python, numpy, torch, CUDA, and the caller's
+  generators, e.g. the augmentation's) and the run's config, so that :func:`train` with ``resume=``
+  continues exactly: on CPU a killed-and-resumed run ends with bit-identical weights to an
+  uninterrupted one; a resume from a checkpoint of another config or program is refused, naming
+  what differs;
+* the run folder's rules (:mod:`clef.run_folder`), checked before anything is written: a folder that
+  holds a run is refused unless resumed or overwritten, what killed writes left is removed, a resumed
+  log keeps its records up to the checkpoint;
 * rank-0-only I/O: a tqdm bar (loss, lr, images/s), ``metrics.jsonl``, optional TensorBoard (only if
   the ``tensorboard`` package is installed), the merged config as ``config.yaml`` in the run folder.
 
