@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -237,3 +241,72 @@ def test_other_run_configs_are_told_apart(tmp_path):
         UserError, match="another kind of run: its config is EngineConfig, this run's is FinetuneConfig"
     ):
         _run(tmp_path / "other", resume=run / CHECKPOINT_NAME, run_config=FinetuneConfig())
+
+
+# ------------------------------------------------------------------- kill -9 during a checkpoint write
+# A child process trains the tiny model of tests/test_engine.py. Its torch.save, on the N-th write of
+# the engine's temporary checkpoint file, writes half of it and kills the process with SIGKILL (no
+# handler or cleanup runs). `clef pretrain` goes through the same in tests/commands/test_interrupts.py.
+_CHILD = r"""
+import io, os, signal, sys
+from pathlib import Path
+import torch
+
+sys.path.insert(0, sys.argv[1])
+from test_engine import CFG, _setup
+from clef.engine import train
+
+run_dir, weights, kill_at = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+real_save, writes = torch.save, 0
+
+def save(obj, f, *args, **kwargs):
+    global writes
+    if isinstance(f, (str, Path)) and Path(f).name.startswith(".checkpoint.pt.tmp"):
+        writes += 1
+        if writes == kill_at:
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            with open(f, "wb") as out:
+                out.write(buffer.getvalue()[: buffer.tell() // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+
+torch.save = save
+resume = run_dir / "checkpoint.pt" if kill_at < 0 else None
+model, step_fn, groups, loader, gens = _setup()
+train(model, step_fn, groups, loader, CFG, run_dir, generators=gens, resume=resume, overwrite=False)
+real_save(model.state_dict(), weights)
+"""
+
+
+def _child(run_dir: Path, weights: Path, kill_at: int) -> subprocess.CompletedProcess:
+    """kill_at: the checkpoint write to die in (0: none; -1: resume the folder's checkpoint)."""
+    tests = Path(__file__).resolve().parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(tests.parent / "src"), os.environ.get("PYTHONPATH")])
+        ),
+        "OMP_NUM_THREADS": "1",
+    }
+    argv = [sys.executable, "-c", _CHILD, str(tests), str(run_dir), str(weights), str(kill_at)]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_kill_9_in_a_checkpoint_write_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    done = _child(tmp_path / "reference", tmp_path / "reference.pt", kill_at=0)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "killed"
+    killed = _child(run, tmp_path / "unused.pt", kill_at=2)  # writes at steps 3, 6, 8: dies in step 6's
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (left,) = run.glob(".checkpoint.pt.tmp*")
+    assert left.stat().st_size > 0 and load_checkpoint(run / CHECKPOINT_NAME)["step"] == 3
+    assert _steps(run) == [1, 2, 3, 4, 5, 6]
+
+    resumed = _child(run, tmp_path / "resumed.pt", kill_at=-1)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not list(run.glob(".*.tmp*")) and _steps(run) == list(range(1, 9))
+    final = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    expected = torch.load(tmp_path / "reference.pt", weights_only=True)
+    for key, value in expected.items():
+        assert torch.equal(final[key], value), key  # bit for bit

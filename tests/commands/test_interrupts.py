@@ -328,6 +328,7 @@ def _child(argv: list[str], kill_at: int = 0) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # ~35 s: three `clef pretrain` processes (the engine's own is in tests/test_run_folders.py)
 def test_kill_9_during_a_checkpoint_write_then_resume_equals_an_uninterrupted_run(world, tmp_path):
     reference, out = tmp_path / "reference", tmp_path / "killed"
     done = _child(pretrain_argv(world, reference))
