@@ -244,34 +244,23 @@ def test_other_run_configs_are_told_apart(tmp_path):
 
 
 # ------------------------------------------------------------------- kill -9 during a checkpoint write
-# A child process trains the tiny model of tests/test_engine.py. Its torch.save, on the N-th write of
-# the engine's temporary checkpoint file, writes half of it and kills the process with SIGKILL (no
-# handler or cleanup runs). `clef pretrain` goes through the same in tests/commands/test_interrupts.py.
+# A child process trains the tiny model of tests/test_engine.py and dies by SIGKILL half-way through
+# its N-th checkpoint write (tests/checkpoint_kill.py). `clef pretrain` goes through the same in
+# tests/commands/test_interrupts.py.
 _CHILD = r"""
-import io, os, signal, sys
+import sys
 from pathlib import Path
-import torch
 
 sys.path.insert(0, sys.argv[1])
+from checkpoint_kill import die_in_checkpoint_write
 from test_engine import CFG, _setup
+
+import torch
 from clef.engine import train
 
 run_dir, weights, kill_at = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-real_save, writes = torch.save, 0
-
-def save(obj, f, *args, **kwargs):
-    global writes
-    if isinstance(f, (str, Path)) and Path(f).name.startswith(".checkpoint.pt.tmp"):
-        writes += 1
-        if writes == kill_at:
-            buffer = io.BytesIO()
-            real_save(obj, buffer, *args, **kwargs)
-            with open(f, "wb") as out:
-                out.write(buffer.getvalue()[: buffer.tell() // 2])
-            os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(obj, f, *args, **kwargs)
-
-torch.save = save
+real_save = torch.save
+die_in_checkpoint_write(kill_at)
 resume = run_dir / "checkpoint.pt" if kill_at < 0 else None
 model, step_fn, groups, loader, gens = _setup()
 train(model, step_fn, groups, loader, CFG, run_dir, generators=gens, resume=resume, overwrite=False)

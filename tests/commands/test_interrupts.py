@@ -288,30 +288,16 @@ def test_finetune_bad_values_are_refused_before_training(world, tmp_path, capsys
 
 
 # ------------------------------------------------------------------- kill -9 during a checkpoint write
-# The child replaces torch.save: on the N-th write of the engine's temporary checkpoint file it
-# writes half of it and kills its own process with SIGKILL (no handler, no cleanup can run).
+# The child dies by SIGKILL half-way through its N-th checkpoint write (tests/checkpoint_kill.py).
 _CHILD = r"""
-import io, os, signal, sys
-from pathlib import Path
-import torch
+import os, sys
 
-kill_at = int(os.environ.get("KILL_AT_CHECKPOINT_WRITE", "0"))
-real_save, writes = torch.save, 0
+sys.path.insert(0, os.environ["CLEF_TESTS"])
+from checkpoint_kill import die_in_checkpoint_write
 
-def save(obj, f, *args, **kwargs):
-    global writes
-    if isinstance(f, (str, Path)) and Path(f).name.startswith(".checkpoint.pt.tmp"):
-        writes += 1
-        if writes == kill_at:
-            buffer = io.BytesIO()
-            real_save(obj, buffer, *args, **kwargs)
-            with open(f, "wb") as out:
-                out.write(buffer.getvalue()[: buffer.tell() // 2])
-            os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(obj, f, *args, **kwargs)
-
-torch.save = save
+die_in_checkpoint_write(int(os.environ["KILL_AT_CHECKPOINT_WRITE"]))
 from clef.cli import main
+
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -322,6 +308,7 @@ def _child(argv: list[str], kill_at: int = 0) -> subprocess.CompletedProcess:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": "1",
         "KILL_AT_CHECKPOINT_WRITE": str(kill_at),
+        "CLEF_TESTS": str(REPO / "tests"),
     }
     return subprocess.run(
         [sys.executable, "-c", _CHILD, *argv], env=env, capture_output=True, text=True, timeout=300
