@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from clef.config import config_to_dict, load_config, save_config
+from clef.config import InvalidValue, config_to_dict, load_config, require_number, save_config
 from clef.errors import UserError
 
 
@@ -85,3 +85,37 @@ def test_missing_file_and_non_mapping(tmp_path):
     (tmp_path / "l.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="mapping"):
         load_config(Cfg, tmp_path / "l.yaml")
+
+
+@dataclass(frozen=True)
+class Checked:
+    steps: int = 1
+    lr: float = 0.1
+
+    def __post_init__(self):
+        require_number("steps", self.steps, integer=True, at_least=1)
+        require_number("lr", self.lr, at_least=0)
+
+
+@dataclass(frozen=True)
+class Outer:
+    train: Checked = field(default_factory=Checked)
+
+
+def test_range_checks_name_the_file_and_the_full_key(tmp_path):
+    y = tmp_path / "run.yaml"
+    y.write_text("train:\n  steps: 0\n")
+    with pytest.raises(UserError, match=rf"^{y}: key 'train.steps' must be an integer >= 1, got 0$"):
+        load_config(Outer, y)
+    with pytest.raises(
+        UserError, match=r"^override 'train.lr=\.nan': key 'train.lr' must be a finite number >= 0"
+    ):
+        load_config(Outer, None, ["train.lr=.nan"])
+    with pytest.raises(UserError, match="key 'train.steps' expects an integer, got 2.5"):
+        load_config(Outer, None, ["train.steps=2.5"])  # the type check comes first
+    for bad in (True, "3", float("inf")):
+        with pytest.raises(InvalidValue):
+            require_number("x", bad)
+    require_number("x", 0.5, above=0, below=1)
+    with pytest.raises(InvalidValue, match=r"x must be a finite number > 0 and < 1, got 1"):
+        require_number("x", 1, above=0, below=1)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -263,16 +264,24 @@ class ImageData(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-def _conv_run(tmp_path, cfg, resume=None):
+def _conv_run(tmp_path, cfg, resume=None, kill_at_call=None):
     seed_everything(0)
     model = ConvNet()
     loader = torch.utils.data.DataLoader(ImageData(), batch_sampler=RandomBatchSampler(12, 4, seed=1))
+    calls = {"n": 0}
 
     def step_fn(m, batch):
+        calls["n"] += 1
+        if calls["n"] == kill_at_call:
+            raise KeyboardInterrupt("killed")
         return {"loss": F.cross_entropy(m(batch["x"]), batch["y"])}
 
     groups = {"all": ParamGroup(model.parameters(), 1e-2)}
-    train(model, step_fn, groups, loader, cfg, tmp_path, resume=resume)
+    if kill_at_call is None:
+        train(model, step_fn, groups, loader, cfg, tmp_path, resume=resume)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            train(model, step_fn, groups, loader, cfg, tmp_path, resume=resume)
     return model
 
 
@@ -283,8 +292,9 @@ def test_channels_last_fused_run_resumes_exactly_with_plain_checkpoints(tmp_path
     ckpt = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME)
     assert set(ckpt["model"]) == set(reference.state_dict())  # plain keys: no compile/DDP prefixes
     assert all(v.is_contiguous() for v in ckpt["model"].values())
-    # A run stopped after 2 steps and resumed reaches the same weights bit for bit.
-    _conv_run(tmp_path / "b", dataclasses.replace(cfg, steps=2))
+    # A run killed in step 3 (after the checkpoint of step 2) and resumed reaches the same weights
+    # bit for bit.
+    _conv_run(tmp_path / "b", cfg, kill_at_call=3)
     resumed = _conv_run(tmp_path / "b", cfg, resume=tmp_path / "b" / CHECKPOINT_NAME)
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, reference.state_dict()[key]), key
@@ -292,7 +302,7 @@ def test_channels_last_fused_run_resumes_exactly_with_plain_checkpoints(tmp_path
     # checkpoint was written by the per-tensor AdamW and resumed with the fused one.
     before = dataclasses.replace(cfg, channels_last=False, fused_optimizer=False)
     plain = _conv_run(tmp_path / "c", before)
-    _conv_run(tmp_path / "d", dataclasses.replace(before, steps=2))
+    _conv_run(tmp_path / "d", before, kill_at_call=3)  # the speed options may change on resume
     switched = _conv_run(tmp_path / "d", cfg, resume=tmp_path / "d" / CHECKPOINT_NAME)
     for other in (plain, switched):
         for key, value in other.state_dict().items():
@@ -315,3 +325,147 @@ def test_train_keeps_freed_cpu_memory_while_training_only(tmp_path, retain):
     train(model, recording_step, groups, loader, cfg, tmp_path, generators=gens)
     assert depths and set(depths) == {1 if retain and cpu_memory.available() else 0}
     assert cpu_memory._depth == 0
+
+
+# ------------------------------------------------------------ bad checkpoints and settings (issue 14)
+class _Payload:
+    """Unpickling this would create a file: proof that nothing in a refused checkpoint ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_checkpoints(tmp_path):
+    """name -> (path, the one-line reason expected after the path)."""
+    import pickle
+
+    good = tmp_path / "good.pt"
+    model, step_fn, groups, loader, gens = _setup()
+    train(
+        model, step_fn, groups, loader, dataclasses.replace(CFG, steps=1), tmp_path / "run", generators=gens
+    )
+    good.write_bytes((tmp_path / "run" / CHECKPOINT_NAME).read_bytes())
+    data = good.read_bytes()
+    files = {
+        "missing": (tmp_path / "nothing.pt", None, "no such checkpoint file"),
+        "folder": (tmp_path / "run", None, "a folder, not a checkpoint file"),
+        "empty": (tmp_path / "empty.pt", b"", "empty file"),
+        "truncated": (tmp_path / "truncated.pt", data[: len(data) // 2], "truncated or damaged"),
+        "random": (
+            tmp_path / "random.pt",
+            bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)),
+            "not a PyTorch checkpoint file",
+        ),
+        "text": (tmp_path / "notes.pt", b"just some text\n", "not a PyTorch checkpoint file"),
+        "model file": (
+            tmp_path / "stage1.safetensors",
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{}",
+            "a model file",
+        ),
+        "pickle": (
+            tmp_path / "evil.pkl",
+            pickle.dumps(_Payload(tmp_path / "RAN"), protocol=2),
+            r"refused: it holds a Python object \(posix.system\)",
+        ),
+    }
+    torch.save({"x": _Payload(tmp_path / "RAN")}, tmp_path / "evil.pt")  # torch's zip format, same payload
+    files["torch pickle"] = (
+        tmp_path / "evil.pt",
+        None,
+        r"refused: it holds a Python object \(posix.system\)",
+    )
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    files["foreign"] = (tmp_path / "other.pt", None, "not a clef training checkpoint")
+    incomplete = load_checkpoint(good)
+    del incomplete["rng"]
+    torch.save(incomplete, tmp_path / "incomplete.pt")
+    files["incomplete"] = (
+        tmp_path / "incomplete.pt",
+        None,
+        r"incomplete clef training checkpoint \(no rng\)",
+    )
+    for path, content, _ in files.values():
+        if content is not None:
+            path.write_bytes(content)
+    return {name: (path, reason) for name, (path, _, reason) in files.items()}
+
+
+def test_bad_checkpoints_are_one_line_errors_naming_the_file_and_nothing_in_them_runs(tmp_path):
+    from clef.errors import UserError
+
+    for name, (path, reason) in _bad_checkpoints(tmp_path).items():
+        with pytest.raises(UserError) as err:
+            load_checkpoint(path)
+        message = str(err.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message, name
+        assert re.search(reason, message), (name, message)
+        # The same refusal when a run is resumed from it, before anything is written.
+        model, step_fn, groups, loader, gens = _setup()
+        with pytest.raises(UserError, match=re.escape(str(path))):
+            train(
+                model,
+                step_fn,
+                groups,
+                loader,
+                CFG,
+                tmp_path / f"resumed-{name}",
+                generators=gens,
+                resume=path,
+            )
+        assert not (tmp_path / f"resumed-{name}").exists()
+    assert not (tmp_path / "RAN").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("steps=0", "key 'steps' must be an integer >= 1, got 0"),
+        ("steps=-5", "key 'steps' must be an integer >= 1, got -5"),
+        ("warmup_steps=-1", "key 'warmup_steps' must be an integer >= 0"),
+        ("grad_accum=0", "key 'grad_accum' must be an integer >= 1"),
+        ("checkpoint_every=0", "key 'checkpoint_every' must be an integer >= 1"),
+        ("log_every=-1", "key 'log_every' must be an integer >= 1"),
+        ("eps=0", "key 'eps' must be a finite number > 0"),
+        ("eps=.nan", "key 'eps' must be a finite number > 0, got nan"),
+        ("weight_decay=-0.1", "key 'weight_decay' must be a finite number >= 0"),
+        ("final_lr_ratio=2", "key 'final_lr_ratio' must be a finite number >= 0 and <= 1"),
+        ("betas=[0.9, 1.0]", "key 'betas' must be a finite number >= 0 and < 1, got 1.0"),
+        ("clip_grad_norm=.inf", "key 'clip_grad_norm' must be a finite number > 0, got inf"),
+    ],
+)
+def test_out_of_range_engine_settings_fail_when_the_config_is_read(override, message):
+    from clef.config import load_config
+    from clef.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(f"override '{override}': {message}")):
+        load_config(EngineConfig, None, [override])
+    key, value = override.split("=")
+    with pytest.raises(ValueError, match=re.escape(message.removeprefix("key '").replace("'", "", 1))):
+        EngineConfig(**{key: yaml.safe_load(value)})  # the same check when built in code
+
+
+def test_warmup_longer_than_the_run_is_allowed_and_all_warm_up():
+    assert EngineConfig(steps=2, warmup_steps=50).warmup_steps == 50
+    assert warmup_cosine(2, 50).tolist() == [1 / 2, 2 / 2]  # the schedule clamps the warm-up to the run
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), -1e-3])
+def test_build_optimizer_refuses_a_learning_rate_that_cannot_train(lr):
+    from clef.errors import UserError
+
+    model = Tiny()
+    with pytest.raises(
+        UserError, match=f"learning rate of parameter group 'head' must be a finite number >= 0, got {lr}"
+    ):
+        build_optimizer(
+            {
+                "body": ParamGroup(model.body.parameters(), 1e-3),
+                "head": ParamGroup(model.head.parameters(), lr),
+            },
+            EngineConfig(),
+        )

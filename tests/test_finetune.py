@@ -66,8 +66,8 @@ def test_image_blocks_lock_the_leading_image_blocks(tiny_clip):
     assert not any(p.requires_grad for p in first.parameters())
     assert all(p.requires_grad for p in last.parameters())
     assert all(p.requires_grad for m in tower.head() for p in m.parameters())
-    with pytest.raises(UserError, match="trainable.image_blocks"):
-        TrainableConfig(image_blocks=-1)
+    with pytest.raises(UserError, match="key 'trainable.image_blocks' must be an integer >= 0, got -1"):
+        load_config(FinetuneConfig, None, ["trainable.image_blocks=-1"])
 
 
 def test_the_linear_baseline_freezes_text_and_scale_whatever_trainable_says(tiny_clip):

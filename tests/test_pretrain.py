@@ -58,18 +58,31 @@ def _argv(world: Path, out: Path, steps: int) -> list[str]:
     ]
 
 
-def test_cli_pretrains_a_tiny_world_and_resumes(world, tmp_path, capsys):
+def test_cli_pretrains_a_tiny_world_and_resumes(world, tmp_path, capsys, monkeypatch):
+    import clef.pretrain
     from clef.checkpoint import load_checkpoint
 
+    class Interrupted(clef.pretrain.Stage1Step):
+        calls = 0
+
+        def __call__(self, model, batch):
+            Interrupted.calls += 1
+            if Interrupted.calls == 3:  # in step 3, after the checkpoint of step 2
+                raise KeyboardInterrupt
+            return super().__call__(model, batch)
+
     out = tmp_path / "run"
-    assert main(_argv(world, out, 2)) == 0
-    assert "pre-trained 2 steps on 192 frames of 8 activities" in capsys.readouterr().out
+    with monkeypatch.context() as patch:
+        patch.setattr(clef.pretrain, "Stage1Step", Interrupted)
+        assert main(_argv(world, out, 3)) == 130
+    assert "interrupted" in capsys.readouterr().err and not (out / "stage1.safetensors").exists()
+    # Continue the same run from its checkpoint to its 3 steps.
+    assert main([*_argv(world, out, 3), "--resume"]) == 0
+    assert "pre-trained 3 steps on 192 frames of 8 activities" in capsys.readouterr().out
     model, meta = load_checkpoint(out / "stage1")
     assert meta["task"] == "pretrain" and meta["labels"] == [f"T{i}" for i in range(1, 9)]
     assert meta["training_config"]["data"]["frames_per_activity"] == 2
     assert "happiness" in meta["notes"]["activity_texts"]["T1"]
-    # Continue the same run to 3 steps from its checkpoint.
-    assert main([*_argv(world, out, 3), "--resume"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) and r["loss_ii"] > 0 and r["loss_ia"] > 0 for r in records)

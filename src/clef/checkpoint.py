@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from torch import Tensor
 
 from clef.errors import UserError
+from clef.run_folder import atomic_write
 from clef.textfiles import load_json
 
 FORMAT = "clef-checkpoint"
@@ -42,17 +41,7 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 
 def _atomic_write(target: Path, write) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(target, write)  # a kill leaves the old file or the new one, never half of one
 
 
 def finished_with(path: str | Path, training_config: Any) -> dict[str, Any] | None:

@@ -8,12 +8,21 @@ a run that trained something else. The merged result is saved next to every run 
 so that the run can be rebuilt from its folder.
 
 Values are coerced to the declared field types: ``int``, ``float``, ``bool``, ``str``, ``Path``,
-``Optional[...]``, ``Literal[...]``, ``tuple[...]``/``list[...]`` and nested dataclasses.
+``Optional[...]``, ``Literal[...]``, ``tuple[...]``/``list[...]`` and nested dataclasses. Ranges are
+checked by the dataclasses themselves (``__post_init__``, with :func:`require_number`); the loader
+turns their errors into a :class:`UserError` naming the source and the full key.
+
+Resuming a run compares its stored config with the new one (:func:`config_changes`); a dataclass
+lists the fields that may change on resume (they do not change what is learned: progress bars,
+decode workers, the output folder) in a class attribute ``RESUME_MAY_DIFFER``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -23,11 +32,70 @@ from typing import Any, TypeVar
 import yaml
 
 from clef.errors import UserError
+from clef.run_folder import atomic_write
 from clef.textfiles import DuplicateKeyError, StrictLoader, load_yaml
 
 C = TypeVar("C")
 
-__all__ = ["load_config", "save_config", "config_to_dict", "config_from_dict"]
+__all__ = [
+    "load_config",
+    "save_config",
+    "config_to_dict",
+    "config_from_dict",
+    "config_changes",
+    "require_number",
+    "InvalidValue",
+]
+
+
+class InvalidValue(ValueError):
+    """A config value outside its valid range (raised by a dataclass's ``__post_init__``).
+
+    ``key`` is the field name; :func:`load_config` prefixes the path of the nested dataclass.
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{key} {detail}")
+        self.key, self.detail = key, detail
+
+
+def require_number(
+    key: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+) -> None:
+    """Check that ``value`` is a finite number (an integer with ``integer``) within the given bounds.
+
+    For ``__post_init__`` checks of config dataclasses, e.g.
+    ``require_number("lr", self.lr, at_least=0)`` or ``require_number("steps", self.steps, integer=True,
+    at_least=1)``.
+
+    Raises:
+        InvalidValue: naming ``key``, the requirement and the value (NaN and inf always fail).
+    """
+    bounds = [
+        f"{op} {bound:g}"
+        for op, bound in ((">=", at_least), (">", above), ("<=", at_most), ("<", below))
+        if bound is not None
+    ]
+    kind = "an integer" if integer else "a finite number"
+    detail = f"must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise InvalidValue(key, detail)
+    v = float(value)
+    if (
+        not math.isfinite(v)
+        or (at_least is not None and v < at_least)
+        or (above is not None and v <= above)
+        or (at_most is not None and v > at_most)
+        or (below is not None and v >= below)
+    ):
+        raise InvalidValue(key, detail)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -149,7 +217,9 @@ def _merge(base: Any, data: Mapping[str, Any], source: str, prefix: str) -> Any:
             values[key] = _coerce(value, tp, f"{prefix}{key}", source)
     try:
         return dataclasses.replace(base, **values)
-    except (ValueError, TypeError) as err:  # a __post_init__ check of the dataclass
+    except InvalidValue as err:  # a range check of the dataclass: name the full key
+        raise UserError(f"{source}: key '{prefix}{err.key}' {err.detail}") from None
+    except (ValueError, TypeError) as err:  # another __post_init__ check of the dataclass
         raise UserError(f"{source}: {err}") from None
 
 
@@ -218,5 +288,38 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the merged config as YAML; ``load_config(type(cfg), path)`` rebuilds an equal config."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the merged config as YAML; ``load_config(type(cfg), path)`` rebuilds an equal config.
+
+    The file is replaced atomically (:func:`clef.run_folder.atomic_write`): a kill leaves the old or
+    the new config, never half of one.
+    """
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def config_changes(stored: Any, cfg: Any, prefix: str = "") -> list[str]:
+    """What differs between a stored config (plain dicts, as :func:`config_to_dict` or a saved YAML
+    gives) and the config dataclass ``cfg``, as lines ``"train.steps: 100 -> 200"``.
+
+    Fields named in a dataclass's ``RESUME_MAY_DIFFER`` class attribute are not compared; keys present
+    on one side only appear as ``(absent)``. An empty list means "the same run".
+    """
+    if dataclasses.is_dataclass(cfg) and isinstance(stored, Mapping):
+        free = getattr(type(cfg), "RESUME_MAY_DIFFER", frozenset())
+        names = [f.name for f in dataclasses.fields(cfg)]
+        changes = []
+        for name in names:
+            if name in free:
+                continue
+            if name not in stored:
+                changes.append(f"{prefix}{name}: (absent) -> {_show(_plain(getattr(cfg, name)))}")
+            else:
+                changes += config_changes(stored[name], getattr(cfg, name), f"{prefix}{name}.")
+        changes += [f"{prefix}{k}: {_show(v)} -> (absent)" for k, v in stored.items() if k not in names]
+        return changes
+    new = _plain(cfg)
+    return [] if stored == new else [f"{prefix[:-1]}: {_show(stored)} -> {_show(new)}"]
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) and value else json.dumps(value)

@@ -15,11 +15,16 @@ batch (already on the device) and returns the loss. The engine owns everything a
   between steps instead of handed back to the kernel (:mod:`clef.cpu_memory`); the last two are
   entered by :func:`training_context`;
 * a non-finite loss (or gradient norm) stops the run at once with a message naming the step;
-* atomic checkpoints (temp file + ``os.replace``) every ``checkpoint_every`` steps and at the end,
-  holding model, optimiser, step, sampler position (epoch + batches consumed) and the RNG states of
-  every rank (python, numpy, torch, CUDA, and the caller's generators, e.g. the augmentation's), so
-  that :func:`train` with ``resume=`` continues exactly: on CPU a killed-and-resumed run ends with
-  bit-identical weights to an uninterrupted one;
+* atomic checkpoints (:func:`clef.run_folder.atomic_write`: temp file, fsync, ``os.replace``) every
+  ``checkpoint_every`` steps and at the end, holding model, optimiser, step, sampler position (epoch
+  + batches consumed), the RNG states of every rank (python, numpy, torch, CUDA, and the caller's
+  generators, e.g. the augmentation's) and the run's config, so that :func:`train` with ``resume=``
+  continues exactly: on CPU a killed-and-resumed run ends with bit-identical weights to an
+  uninterrupted one; a resume from a checkpoint of another config or program is refused, naming
+  what differs;
+* the run folder's rules (:mod:`clef.run_folder`), checked before anything is written: a folder that
+  holds a run is refused unless resumed or overwritten, what killed writes left is removed, a resumed
+  log keeps its records up to the checkpoint;
 * rank-0-only I/O: a tqdm bar (loss, lr, images/s), ``metrics.jsonl``, optional TensorBoard (only if
   the ``tensorboard`` package is installed), the merged config as ``config.yaml`` in the run folder.
 
@@ -36,25 +41,30 @@ logging and the finiteness check -> clip -> optimiser step -> zero grads -> log 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
-import os
+import pickle
 import random
+import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from tqdm.auto import tqdm
 
-from clef.config import config_to_dict, save_config
+from clef import run_folder
+from clef.config import config_changes, config_to_dict, require_number, save_config
 from clef.cpu_memory import retain_freed_memory
-from clef.distributed import get_rank, get_world_size, is_initialized
+from clef.distributed import barrier, get_rank, get_world_size, is_initialized
+from clef.errors import UserError
 
 __all__ = [
     "EngineConfig",
@@ -72,7 +82,7 @@ __all__ = [
     "CHECKPOINT_NAME",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = run_folder.CHECKPOINT
 _FORMAT = "clef-train-checkpoint/1"
 
 StepFn = Callable[[torch.nn.Module, dict[str, Any]], Mapping[str, torch.Tensor]]
@@ -110,6 +120,41 @@ class EngineConfig:
     # 1.2x faster, `clef pretrain` 1.07x in images/s). Restored when train() returns.
     retain_cpu_memory: bool = True
 
+    # May change when a run is resumed (clef.config.config_changes): how the run is reported, where
+    # checkpoints fall, and the speed options, none of which changes what is learned.
+    RESUME_MAY_DIFFER: ClassVar[frozenset[str]] = frozenset(
+        {
+            "progress",
+            "tensorboard",
+            "log_every",
+            "checkpoint_every",
+            "find_unused_parameters",
+            "fused_optimizer",
+            "channels_last",
+            "retain_cpu_memory",
+        }
+    )
+
+    def __post_init__(self) -> None:
+        """Ranges, so that a bad value fails when the config is read, not steps into a run.
+
+        ``warmup_steps > steps`` is allowed: the whole run is warm-up (a short smoke run such as
+        ``train.steps=2`` should not need a second override).
+
+        Raises:
+            clef.config.InvalidValue: a value out of range or not finite (the key and the value named).
+        """
+        for key in ("steps", "grad_accum", "checkpoint_every", "log_every"):
+            require_number(key, getattr(self, key), integer=True, at_least=1)
+        require_number("warmup_steps", self.warmup_steps, integer=True, at_least=0)
+        require_number("final_lr_ratio", self.final_lr_ratio, at_least=0, at_most=1)
+        require_number("weight_decay", self.weight_decay, at_least=0)
+        for beta in self.betas:
+            require_number("betas", beta, at_least=0, below=1)
+        require_number("eps", self.eps, above=0)
+        if self.clip_grad_norm is not None:
+            require_number("clip_grad_norm", self.clip_grad_norm, above=0)
+
 
 @dataclass(frozen=True)
 class ParamGroup:
@@ -127,8 +172,11 @@ class TrainResult:
     checkpoint: Path | None  # the last checkpoint written (rank 0), None elsewhere
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss or the gradient norm became NaN/inf; the run stopped before the optimiser step."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """The loss or the gradient norm became NaN/inf; the run stopped before the optimiser step.
+
+    A :class:`clef.errors.UserError` (what to change is a setting: the learning rate, the inputs),
+    so every command reports it in one line."""
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, final_ratio: float = 0.0) -> np.ndarray:
@@ -155,10 +203,16 @@ def build_optimizer(groups: Mapping[str, ParamGroup], cfg: EngineConfig) -> torc
 
     Raises:
         ValueError: a parameter appears in two groups, or no parameter is trainable.
+        UserError: a learning rate is negative or not finite (a NaN would train NaN weights).
     """
     seen: set[int] = set()
     param_groups = []
     for name, group in groups.items():
+        if not (isinstance(group.lr, (int, float)) and math.isfinite(group.lr) and group.lr >= 0):
+            raise UserError(
+                f"the learning rate of parameter group '{name}' must be a finite number >= 0, "
+                f"got {group.lr!r}"
+            )
         decay, no_decay = [], []
         for p in group.params:
             if not p.requires_grad:
@@ -340,18 +394,52 @@ def _gather_rng(generators: Mapping[str, torch.Generator], device: torch.device)
 
 
 # -------------------------------------------------------------------------------------- checkpoints
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic on POSIX: a reader sees the old or the new file, never half of one
+_CHECKPOINT_KEYS = ("step", "epoch", "position", "model", "optimizer", "rng")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train` (``torch.load(weights_only=True)``, on CPU)."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a checkpoint written by :func:`train` (``torch.load(weights_only=True)``, on CPU).
+
+    Nothing in the file is executed: ``weights_only`` refuses every pickled object other than
+    tensors and plain containers before it is built.
+
+    Raises:
+        UserError: one line naming the file and what is wrong: it does not exist; it is empty,
+            truncated or damaged; it holds Python objects other than tensors; it is not a clef
+            training checkpoint (e.g. a model file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} checkpoint file")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        raise UserError(f"{path}: empty file (an interrupted write?), not a checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
+        raise UserError(f"{path}: {_unreadable(err, head, path)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a clef training checkpoint")
+        raise UserError(f"{path}: not a clef training checkpoint (no format tag {_FORMAT!r})")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise UserError(f"{path}: an incomplete clef training checkpoint (no {', '.join(missing)})")
     return ckpt
+
+
+def _unreadable(err: Exception, head: bytes, path: Path) -> str:
+    """Why ``torch.load`` could not read a file, in one line."""
+    code = re.search(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    if code is not None:
+        return (
+            f"refused: it holds a Python object ({code.group(1)}) that unpickling would run; "
+            "a clef training checkpoint holds only tensors and plain values (nothing was run)"
+        )
+    if path.suffix == ".safetensors":
+        return "a model file; resume takes the run's training checkpoint (checkpoint.pt)"
+    if head == b"PK\x03\x04":  # a zip archive, torch's format: the end is missing or damaged
+        return "truncated or damaged (an interrupted write or copy?), not a readable checkpoint"
+    return "not a PyTorch checkpoint file"
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -373,32 +461,75 @@ def _batch_size(batch: Any) -> int:
     return int(batch.shape[0])
 
 
-class _Logger:
-    """Rank-0 metrics sinks: JSONL always, TensorBoard when asked and installed."""
+class _Throughput:
+    """Images per second over the steps since the last log line (all ranks' images together)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None) -> None:
+    def __init__(self) -> None:
+        self.start, self.images = time.perf_counter(), 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def rate(self) -> float:
+        """Images per second since the last call (or since construction); starts a new window."""
+        now = time.perf_counter()
+        rate = self.images / max(now - self.start, 1e-9)
+        self.start, self.images = now, 0
+        return rate
+
+
+class _Logger:
+    """Rank-0 reporting: the progress bar, ``metrics.jsonl``, TensorBoard when asked and installed.
+
+    On other ranks (``enabled=False``) every method does nothing, so the loop has no rank test.
+    """
+
+    def __init__(self, run_dir: Path, cfg: EngineConfig, enabled: bool, initial_step: int) -> None:
+        self.cfg, self.enabled = cfg, enabled
         self.path = run_dir / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():
-            # Drop lines a killed run logged after its last checkpoint: they are about to be redone.
-            kept = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if ln and json.loads(ln)["step"] <= resume_step
-            ]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+        self.bar = tqdm(
+            total=cfg.steps,
+            initial=initial_step,
+            disable=not (enabled and cfg.progress),
+            dynamic_ncols=True,
+            unit="step",
+        )
         self.tb = None
-        if tensorboard:
+        if enabled and cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 warnings.warn(
                     "tensorboard=true but the tensorboard package is not installed; logging to JSONL only",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
             else:
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
 
-    def log(self, record: dict[str, Any]) -> None:
+    def step_done(
+        self,
+        step: int,
+        epoch: int,
+        values: Mapping[str, float],
+        optimizer: torch.optim.Optimizer,
+        throughput: _Throughput,
+    ) -> None:
+        """After optimiser step ``step`` (1-based): a log line every ``log_every`` steps and at the end."""
+        if not self.enabled:
+            return
+        if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+            record = {"step": step, "epoch": epoch, **values}
+            record.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
+            record["images_per_s"] = throughput.rate()
+            self._write(record)
+            self.bar.set_postfix(
+                loss=f"{values['loss']:.4f}",
+                lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                img_s=f"{record['images_per_s']:.0f}",
+            )
+        self.bar.update(1)
+
+    def _write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tb is not None:
@@ -407,6 +538,7 @@ class _Logger:
                     self.tb.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
+        self.bar.close()
         if self.tb is not None:
             self.tb.close()
 
@@ -435,8 +567,13 @@ def train(
     generators: Mapping[str, torch.Generator] | None = None,
     run_config: Any = None,
     resume: str | Path | None = None,
+    overwrite: bool = True,
+    outputs: Sequence[str] = (),
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` optimiser steps, or the remaining ones when resuming.
+
+    The run folder follows :mod:`clef.run_folder`'s rules; everything is checked before anything
+    is written (a refused run leaves the folder as it was).
 
     Args:
         model: on ``device`` already; its ``state_dict`` is what checkpoints hold. With
@@ -453,17 +590,39 @@ def train(
         generators: named ``torch.Generator`` objects the step function draws from (augmentation),
             saved and restored with the checkpoint.
         run_config: the merged config dataclass to save as ``config.yaml`` and inside checkpoints.
-        resume: a checkpoint to continue from (same world size for exact RNG restoration).
+        resume: a checkpoint to continue from (same world size for exact RNG restoration). It must
+            have been written by a run of the same config (``run_config``, else ``cfg``), up to the
+            fields its dataclasses list in ``RESUME_MAY_DIFFER``; so must ``run_dir/config.yaml``.
+        overwrite: when ``run_dir`` already holds a run and ``resume`` is None: True removes that
+            run's files (:func:`clef.run_folder.clear_run_folder`) and starts over; False refuses.
+            True is the library's default (programs that re-run into their folders rely on it);
+            the command line passes False unless ``--overwrite`` is given.
+        outputs: the stage program's own files in ``run_dir`` (``stage1.safetensors`` ...): they
+            count as "holds a run" and an overwrite removes them too.
 
     Returns:
         :class:`TrainResult`.
 
     Raises:
         NonFiniteLossError: the loss or gradient norm became non-finite (message names the step).
+        UserError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite``; ``resume`` is
+            missing, unreadable, not a clef training checkpoint, or of another config (the message
+            names the keys that differ); a learning rate is not finite.
     """
     with training_context(model, cfg, device):
         return _train(
-            model, step_fn, param_groups, loader, cfg, run_dir, device, generators, run_config, resume
+            model,
+            step_fn,
+            param_groups,
+            loader,
+            cfg,
+            Path(run_dir),
+            torch.device(device),
+            dict(generators or {}),
+            run_config,
+            resume=resume,
+            overwrite=overwrite,
+            outputs=tuple(outputs),
         )
 
 
@@ -473,184 +632,297 @@ def _train(
     param_groups: Mapping[str, ParamGroup],
     loader: Iterable,
     cfg: EngineConfig,
-    run_dir: str | Path,
-    device: torch.device | str,
-    generators: Mapping[str, torch.Generator] | None,
+    run_dir: Path,
+    device: torch.device,
+    generators: dict[str, torch.Generator],
     run_config: Any,
+    *,
     resume: str | Path | None,
+    overwrite: bool,
+    outputs: tuple[str, ...],
 ) -> TrainResult:
-    device = torch.device(device)
-    generators = dict(generators or {})
-    run_dir = Path(run_dir)
-    rank, world = get_rank(), get_world_size()
-    main = rank == 0
-    if cfg.grad_accum < 1 or cfg.checkpoint_every < 1 or cfg.log_every < 1:
-        raise ValueError("grad_accum, checkpoint_every and log_every must be >= 1")
-
+    """The loop; the step order is the module docstring's. The phases around it are named below."""
+    world, main = get_world_size(), get_rank() == 0
+    config = run_config if run_config is not None else cfg  # what config.yaml and checkpoints hold
+    overwrite = overwrite and resume is None  # a resumed run keeps its folder
+    run_folder.check_run_folder(run_dir, resume=resume is not None, overwrite=overwrite, outputs=outputs)
     optimizer = build_optimizer(param_groups, cfg)
     schedule = warmup_cosine(cfg.steps, cfg.warmup_steps, cfg.final_lr_ratio)
-    sampler = getattr(loader, "batch_sampler", None)
-    if not hasattr(sampler, "set_epoch"):
-        sampler = None
-        warnings.warn(
-            "the loader's batch sampler has no set_epoch(epoch, position): resume is not exact", stacklevel=2
-        )
-
-    step, epoch, position = 0, 0, 0
+    sampler = _resumable_sampler(loader)
+    step, epoch, position, last_loss = 0, 0, 0, float("nan")
     if resume is not None:
-        ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _after_load(optimizer)
-        step, epoch, position = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["position"])
-        rng = ckpt["rng"]
-        if len(rng) == world:
-            _set_rng_state(rng[rank], generators, device)
-        else:
-            warnings.warn(
-                f"checkpoint was written by {len(rng)} processes, this run has {world}: RNG not restored",
-                stacklevel=2,
-            )
-        del ckpt
-
+        step, epoch, position, last_loss = _resume(
+            resume, model, optimizer, generators, device, config, run_dir
+        )
+    barrier()  # every rank has checked the folder before rank 0 changes it
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run_config if run_config is not None else cfg, run_dir / "config.yaml")
-    logger = _Logger(run_dir, cfg.tensorboard, step if resume is not None else None) if main else None
+        _prepare_run_folder(run_dir, config, step if resume is not None else None, overwrite, outputs)
+    module = _step_module(model, step_fn, device, cfg)
+    autocast = torch.autocast(
+        device_type="cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
+    )
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    checkpoints = _Checkpointer(
+        run_dir / CHECKPOINT_NAME, model, optimizer, generators, device, cfg, run_config
+    )
+    logger, throughput = _Logger(run_dir, cfg, main, step), _Throughput()
+    batches = _batches(loader, sampler, epoch, position)
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        while step < cfg.steps:
+            _set_learning_rates(optimizer, schedule[step])
+            sums: dict[str, torch.Tensor] = {}
+            for micro in range(cfg.grad_accum):
+                epoch, position, batch = next(batches)
+                batch = _to_device(batch, device)
+                throughput.add(_batch_size(batch) * world)
+                # Gradients are all-reduced only on the last micro-batch of a step.
+                last_micro = micro == cfg.grad_accum - 1
+                with contextlib.nullcontext() if (world == 1 or last_micro) else module.no_sync():
+                    with autocast:
+                        out = module(batch)
+                    (out["loss"] / cfg.grad_accum).backward()
+                for key, value in out.items():
+                    sums[key] = sums[key] + value.detach().float() if key in sums else value.detach().float()
 
-    module = _StepModule(model, step_fn)
-    if world > 1:
+            values = _mean_over_ranks(sums, cfg.grad_accum, world)
+            last_loss = values["loss"]
+            values.update(_optimizer_step(optimizer, trainable, cfg, last_loss, step, epoch))
+            step += 1
+
+            logger.step_done(step, epoch, values, optimizer, throughput)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoints.save(step, epoch, position, last_loss)
+    finally:
+        batches.close()
+        logger.close()
+    return TrainResult(step=step, epoch=epoch, loss=last_loss, checkpoint=checkpoints.last)
+
+
+# ------------------------------------------------------------------------------ phases of the loop
+def _resume(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generators: Mapping[str, torch.Generator],
+    device: torch.device,
+    config: Any,
+    run_dir: Path,
+) -> tuple[int, int, int, float]:
+    """Load a checkpoint of this run into ``model``, ``optimizer`` and the RNGs.
+
+    Returns:
+        (step, epoch, position, loss of the last step).
+
+    Raises:
+        UserError: see :func:`load_checkpoint` and :func:`_check_same_run`; nothing was loaded.
+    """
+    ckpt = load_checkpoint(path)
+    _check_same_run(Path(path), ckpt, config, run_dir)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    _after_load(optimizer)
+    rng, world = ckpt["rng"], get_world_size()
+    if len(rng) == world:
+        _set_rng_state(rng[get_rank()], generators, device)
+    else:
+        warnings.warn(
+            f"checkpoint was written by {len(rng)} processes, this run has {world}: RNG not restored",
+            stacklevel=3,
+        )
+    return int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["position"]), float(ckpt.get("loss", math.nan))
+
+
+def _check_same_run(path: Path, ckpt: Mapping[str, Any], config: Any, run_dir: Path) -> None:
+    """Refuse to resume ``config`` from a checkpoint (or into a folder) of another run.
+
+    Compared: the kind of config (``PretrainConfig`` vs ``FinetuneConfig``: a checkpoint of the other
+    stage), then every field except those in ``RESUME_MAY_DIFFER`` (:func:`clef.config.config_changes`),
+    against the checkpoint's config and against ``run_dir/config.yaml`` when it exists.
+
+    Raises:
+        UserError: one line naming the file and, for a config change, the keys (``steps: 2 -> 3``).
+    """
+    kind = type(config).__name__
+    stored = ckpt.get("config") if ckpt.get("config") is not None else ckpt.get("engine")
+    # "config_type" is absent in checkpoints written before it was stored: compare the keys then.
+    stored_kind = ckpt.get("config_type")
+    names = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else None
+    if (stored_kind is not None and stored_kind != kind) or (
+        stored_kind is None and names is not None and isinstance(stored, Mapping) and set(stored) != names
+    ):
+        its = f"its config is {stored_kind}" if stored_kind else "its config has other keys"
+        raise UserError(
+            f"{path}: a checkpoint of another kind of run: {its}, this run's is {kind} "
+            "(another stage or program wrote it)"
+        )
+    sources = [(path, stored)]
+    folder_config = run_dir / run_folder.CONFIG
+    if folder_config.is_file():
+        try:
+            sources.append((folder_config, yaml.safe_load(folder_config.read_text())))
+        except yaml.YAMLError:
+            raise UserError(f"{folder_config}: not valid YAML; the run's config cannot be compared") from None
+    for source, stored_config in sources:
+        changes = config_changes(stored_config, config)
+        if changes:
+            shown = ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
+            raise UserError(
+                f"{source}: resuming with another config than the run's: {shown}; resume with the run's "
+                "config (its config.yaml), or start over with --overwrite"
+            )
+
+
+def _prepare_run_folder(
+    run_dir: Path, config: Any, resume_step: int | None, overwrite: bool, outputs: tuple[str, ...]
+) -> None:
+    """Rank 0, after every check passed: create the folder, remove what killed writes left, remove
+    the old run when overwriting, save the merged config, and when resuming keep the log up to the
+    checkpoint's step."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_folder.remove_temporaries(run_dir, outputs)
+    if resume_step is None and overwrite:
+        run_folder.clear_run_folder(run_dir, outputs)
+    save_config(config, run_dir / run_folder.CONFIG)
+    if resume_step is not None:
+        run_folder.truncate_metrics(run_dir / run_folder.METRICS, resume_step)
+
+
+def _step_module(model: torch.nn.Module, step_fn: StepFn, device: torch.device, cfg: EngineConfig):
+    """Model + step function as one module, under DDP when there is more than one process."""
+    module: torch.nn.Module = _StepModule(model, step_fn)
+    if get_world_size() > 1:
         module = torch.nn.parallel.DistributedDataParallel(
             module,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.find_unused_parameters,
         )
-    module.train()
-    autocast = torch.autocast(
-        device_type="cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
-    )
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    last_checkpoint: Path | None = None
-    config_dict = config_to_dict(run_config) if run_config is not None else None
+    return module.train()
 
-    def save() -> None:
-        nonlocal last_checkpoint
-        rng = _gather_rng(generators, device)  # collective: every rank takes part
-        if main:
-            state = {
-                "format": _FORMAT,
-                "step": step,
-                "epoch": epoch,
-                "position": position,
-                # contiguous: the checkpoint does not depend on the training layout (channels_last)
-                "model": {k: v.contiguous() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "rng": rng,
-                "world_size": world,
-                "engine": config_to_dict(cfg),
-                "config": config_dict,
-            }
-            _atomic_save(state, checkpoint_path)
-            last_checkpoint = checkpoint_path
 
-    bar = tqdm(
-        total=cfg.steps, initial=step, disable=not (main and cfg.progress), dynamic_ncols=True, unit="step"
+def _resumable_sampler(loader: Iterable) -> Any:
+    """The loader's batch sampler if it can restart mid-epoch (``set_epoch(epoch, position)``), else None."""
+    sampler = getattr(loader, "batch_sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        return sampler
+    warnings.warn(
+        "the loader's batch sampler has no set_epoch(epoch, position): resume is not exact", stacklevel=4
     )
-    micro = 0
-    sums: dict[str, torch.Tensor] = {}
-    images = 0
-    window_start, window_images = time.perf_counter(), 0
-    last_loss = float("nan")
+    return None
+
+
+def _batches(loader: Iterable, sampler: Any, epoch: int, position: int) -> Iterator[tuple[int, int, Any]]:
+    """``(epoch, position, batch)`` from the resume point on, epoch after epoch, without end.
+
+    ``position`` counts the batches consumed in ``epoch`` (this one included). With a ``sampler``
+    (:func:`_resumable_sampler`), each epoch starts with ``set_epoch(epoch, position)``.
+
+    Raises:
+        ValueError: a whole epoch yielded no batch.
+    """
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch, position)
+        started_at = position
+        # A DataLoader draws its workers' base seed from the global torch RNG when an iterator is
+        # made; a resumed run makes one at a point where the original run did not, so the draw is
+        # kept off the global stream (loaders here only decode, so worker seeds do not matter).
+        with torch.random.fork_rng(devices=[]):
+            epoch_batches = iter(loader)
+        for batch in epoch_batches:
+            position += 1
+            yield epoch, position, batch
+        # The epoch ran out (possibly in the middle of an accumulation, which carries over).
+        if started_at == 0 and position == 0:
+            raise ValueError("the loader yielded no batch in a whole epoch")
+        epoch, position = epoch + 1, 0
+
+
+def _set_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * float(multiplier)  # a python float: weights_only-loadable
+
+
+def _mean_over_ranks(sums: Mapping[str, torch.Tensor], micro_batches: int, world: int) -> dict[str, float]:
+    """The step function's outputs averaged over micro-batches and ranks (one all-reduce)."""
+    keys = sorted(sums)
+    means = torch.stack([sums[k] for k in keys]) / micro_batches
+    if world > 1:
+        dist.all_reduce(means)  # every rank sees the same values -> the same decisions
+        means /= world
+    return dict(zip(keys, means.tolist(), strict=True))
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    trainable: list[torch.nn.Parameter],
+    cfg: EngineConfig,
+    loss: float,
+    step: int,
+    epoch: int,
+) -> dict[str, float]:
+    """Finiteness check, gradient clipping, update, zeroed gradients; returns ``{"grad_norm": ...}``
+    when clipping (the norm before clipping).
+
+    Raises:
+        NonFiniteLossError: the loss or the gradient norm is NaN/inf; nothing was updated.
+    """
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss is {loss} at step {step + 1} (epoch {epoch}); stopped before the update: "
+            "lower the learning rate or check the inputs."
+        )
+    values = {}
+    if cfg.clip_grad_norm is not None:
+        values["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm))
+        if not math.isfinite(values["grad_norm"]):
+            raise NonFiniteLossError(
+                f"gradient norm is {values['grad_norm']} at step {step + 1} (epoch {epoch}); "
+                "stopping before the update."
+            )
+    optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    try:
-        while step < cfg.steps:
-            if sampler is not None:
-                sampler.set_epoch(epoch, position)
-            started_at = position
-            # A DataLoader draws its workers' base seed from the global torch RNG when an iterator is
-            # made; a resumed run makes one at a point where the original run did not, so the draw is
-            # kept off the global stream (loaders here only decode, so worker seeds do not matter).
-            with torch.random.fork_rng(devices=[]):
-                batches = iter(loader)
-            for batch in batches:
-                position += 1
-                if micro == 0:
-                    for group in optimizer.param_groups:
-                        group["lr"] = group["base_lr"] * float(
-                            schedule[step]
-                        )  # python float: weights_only-loadable
-                batch = _to_device(batch, device)
-                images += _batch_size(batch) * world
-                last_micro = micro == cfg.grad_accum - 1
-                # Gradients are all-reduced only on the last micro-batch of a step.
-                sync = contextlib.nullcontext() if (world == 1 or last_micro) else module.no_sync()
-                with sync:
-                    with autocast:
-                        out = module(batch)
-                    loss = out["loss"]
-                    (loss / cfg.grad_accum).backward()
-                for key, value in out.items():
-                    v = value.detach().float()
-                    sums[key] = sums[key] + v if key in sums else v
-                micro += 1
-                if not last_micro:
-                    continue
+    return values
 
-                # ---- optimiser step
-                micro = 0
-                keys = sorted(sums)
-                means = torch.stack([sums[k] for k in keys]) / cfg.grad_accum
-                if world > 1:
-                    dist.all_reduce(means)  # every rank sees the same values -> the same decision
-                    means /= world
-                values = dict(zip(keys, means.tolist(), strict=True))
-                sums = {}
-                last_loss = values["loss"]
-                if not math.isfinite(last_loss):
-                    raise NonFiniteLossError(
-                        f"loss is {last_loss} at step {step + 1} (epoch {epoch}); stopped before the update: "
-                        "lower the learning rate or check the inputs."
-                    )
-                if cfg.clip_grad_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad_norm)
-                    values["grad_norm"] = float(norm)
-                    if not math.isfinite(values["grad_norm"]):
-                        raise NonFiniteLossError(
-                            f"gradient norm is {values['grad_norm']} at step {step + 1} (epoch {epoch}); "
-                            "stopping before the update."
-                        )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                window_images += images
-                images = 0
 
-                if main and (step % cfg.log_every == 0 or step == cfg.steps):
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": step, "epoch": epoch, **values}
-                    record.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
-                    record["images_per_s"] = window_images / max(elapsed, 1e-9)
-                    logger.log(record)
-                    bar.set_postfix(
-                        loss=f"{last_loss:.4f}",
-                        lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                        img_s=f"{record['images_per_s']:.0f}",
-                    )
-                    window_start, window_images = time.perf_counter(), 0
-                bar.update(1)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save()
-                if step == cfg.steps:
-                    break
-            else:
-                # The epoch ran out (possibly in the middle of an accumulation, which carries over).
-                if started_at == 0 and position == 0:
-                    raise ValueError("the loader yielded no batch in a whole epoch")
-                epoch += 1
-                position = 0
-    finally:
-        bar.close()
-        if logger is not None:
-            logger.close()
-    return TrainResult(step=step, epoch=epoch, loss=last_loss, checkpoint=last_checkpoint)
+class _Checkpointer:
+    """Writes the resumable training state to one path (rank 0; every rank takes part in the RNG gather)."""
+
+    def __init__(
+        self,
+        path: Path,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generators: Mapping[str, torch.Generator],
+        device: torch.device,
+        cfg: EngineConfig,
+        run_config: Any,
+    ) -> None:
+        self.path, self.model, self.optimizer = path, model, optimizer
+        self.generators, self.device = generators, device
+        self.engine = config_to_dict(cfg)
+        self.config = config_to_dict(run_config) if run_config is not None else None
+        self.config_type = type(run_config if run_config is not None else cfg).__name__
+        self.last: Path | None = None  # the last checkpoint written (rank 0)
+
+    def save(self, step: int, epoch: int, position: int, loss: float) -> None:
+        rng = _gather_rng(self.generators, self.device)  # collective: every rank takes part
+        if get_rank() != 0:
+            return
+        state = {
+            "format": _FORMAT,
+            "step": step,
+            "epoch": epoch,
+            "position": position,
+            # contiguous: the checkpoint does not depend on the training layout (channels_last)
+            "model": {k: v.contiguous() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "world_size": get_world_size(),
+            "engine": self.engine,
+            "config": self.config,
+            "config_type": self.config_type,  # a resume of another program's run is refused
+            "loss": loss,
+        }
+        run_folder.atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        self.last = self.path

@@ -19,13 +19,14 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
 
 from clef.augment import AugmentConfig, BatchAugment
 from clef.checkpoint import finished_with
+from clef.config import require_number
 from clef.data.folds import split_fold
 from clef.data.records import au_targets, record_aus
 from clef.engine import EngineConfig, seed_everything, train
@@ -49,6 +50,7 @@ from clef.run_config import (
 from clef.stage2 import MethodConfig, Stage2Step, au_pos_weights
 
 __all__ = [
+    "FINETUNE_OUTPUTS",
     "DataConfig",
     "FinetuneConfig",
     "LIGHT_AUGMENT",
@@ -105,6 +107,17 @@ class DataConfig:
     eval_batch_size: int = 256
     workers: int = 0
 
+    RESUME_MAY_DIFFER: ClassVar[frozenset[str]] = frozenset({"workers", "eval_batch_size"})
+
+    def __post_init__(self) -> None:
+        require_number("batch_size", self.batch_size, integer=True, at_least=1)
+        require_number("eval_batch_size", self.eval_batch_size, integer=True, at_least=1)
+        require_number("workers", self.workers, integer=True, at_least=0)
+        if self.train_limit is not None:
+            require_number("train_limit", self.train_limit, integer=True, at_least=1)
+        if self.fold is not None:
+            require_number("fold", self.fold, integer=True, at_least=1)
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -126,6 +139,13 @@ class FinetuneConfig:
     optim: OptimConfig = OptimConfig()
     engine: EngineConfig = EngineConfig(steps=300, warmup_steps=30, checkpoint_every=100, log_every=10)
     augment: AugmentConfig = LIGHT_AUGMENT
+
+    # May change on resume: the folder may have been moved, the run continued on another device.
+    RESUME_MAY_DIFFER: ClassVar[frozenset[str]] = frozenset({"run_dir", "device", "evaluate"})
+
+
+# What stage 2 writes in run_dir besides the engine's files (clef.run_folder.RUN_FILES).
+FINETUNE_OUTPUTS = ("model.safetensors", "model.json", "eval")
 
 
 @dataclass
@@ -260,6 +280,7 @@ def finetune(
     train_records: pd.DataFrame | None = None,
     test_records: pd.DataFrame | None = None,
     reuse: bool = False,
+    overwrite: bool = True,
 ) -> FinetuneResult:
     """Run stage 2 as ``cfg`` says and write ``run_dir/model.{safetensors,json}`` (+ ``eval/``).
 
@@ -273,6 +294,8 @@ def finetune(
         reuse: return :func:`finished_run`'s result, without training, when ``run_dir`` holds a finished
             run of exactly this config (re-running an interrupted batch of runs redoes only what is
             missing).
+        overwrite: when ``run_dir`` already holds a run (and no ``resume``): True removes its files
+            and starts over, False refuses (``clef finetune`` passes False unless ``--overwrite``).
 
     Returns:
         :class:`FinetuneResult`.
@@ -280,10 +303,13 @@ def finetune(
     from clef.data.sampler import RandomBatchSampler
     from clef.distributed import barrier, init_from_env
     from clef.inference import predict
+    from clef.run_folder import check_run_folder
 
     if reuse and resume is None and (done := finished_run(cfg)) is not None:
         return done
     run_dir = Path(fill_fold(cfg.run_dir, cfg.data.fold, "run_dir"))
+    overwrite = overwrite and resume is None  # a resumed run keeps its folder
+    check_run_folder(run_dir, resume=resume is not None, overwrite=overwrite, outputs=FINETUNE_OUTPUTS)
     ctx = init_from_env(resolve_device(cfg.device))  # under torchrun with CUDA: this process's GPU
     seed_everything(cfg.seed, ctx.rank)
     if train_records is None:
@@ -341,6 +367,8 @@ def finetune(
         generators={"stage2": generator},
         run_config=cfg,
         resume=resume,
+        overwrite=overwrite,
+        outputs=FINETUNE_OUTPUTS,
     )
     seconds = time.perf_counter() - start
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from clef.augment import AugmentConfig, BatchAugment
-from clef.config import config_to_dict
+from clef.config import config_to_dict, require_number
 from clef.engine import EngineConfig, seed_everything, train
 from clef.errors import UserError
 from clef.run_config import (
@@ -38,7 +38,7 @@ from clef.run_config import (
 )
 from clef.stage1 import Stage1LossConfig, Stage1Step
 
-__all__ = ["PretrainData", "PretrainConfig", "PretrainResult", "pretrain", "select_records"]
+__all__ = ["PretrainData", "PretrainConfig", "PretrainResult", "pretrain", "select_records", "STAGE1_OUTPUTS"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,14 @@ class PretrainData:
     frames_per_activity: int = 8  # M
     frame_stride: int = 4
     workers: int = 2  # DataLoader decode processes
+
+    RESUME_MAY_DIFFER: ClassVar[frozenset[str]] = frozenset({"workers"})  # decoding only
+
+    def __post_init__(self) -> None:
+        require_number("activities_per_batch", self.activities_per_batch, integer=True, at_least=0)
+        require_number("frames_per_activity", self.frames_per_activity, integer=True, at_least=1)
+        require_number("frame_stride", self.frame_stride, integer=True, at_least=1)
+        require_number("workers", self.workers, integer=True, at_least=0)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class PretrainConfig:
     engine: EngineConfig = field(
         default_factory=lambda: EngineConfig(steps=500, warmup_steps=50, log_every=10)
     )
+
+    # May change on resume: the run folder may have been moved, the run continued on another device.
+    RESUME_MAY_DIFFER: ClassVar[frozenset[str]] = frozenset({"run_dir", "device"})
 
 
 @dataclass(frozen=True)
@@ -106,15 +117,22 @@ def select_records(cfg: PretrainData):
     return records
 
 
-def pretrain(cfg: PretrainConfig, resume: str | Path | None = None) -> PretrainResult:
+STAGE1_OUTPUTS = ("stage1.safetensors", "stage1.json")  # written in run_dir besides the engine's files
+
+
+def pretrain(cfg: PretrainConfig, resume: str | Path | None = None, overwrite: bool = True) -> PretrainResult:
     """Run stage 1 as configured (see the module docstring for the files written).
 
     Args:
         cfg: the merged configuration.
         resume: a ``checkpoint.pt`` of an interrupted run with the same config, to continue exactly.
+        overwrite: when ``run_dir`` already holds a run (and no ``resume``): True removes its files
+            and starts over, False refuses (:mod:`clef.run_folder`; ``clef pretrain`` passes False
+            unless ``--overwrite``).
 
     Raises:
-        UserError: bad data, prompts, backbone or settings.
+        UserError: bad data, prompts, backbone or settings; a run folder holding a run without
+            ``resume`` nor ``overwrite``; a bad or foreign ``resume`` checkpoint.
         clef.engine.NonFiniteLossError: the loss diverged.
     """
     from clef.checkpoint import save_checkpoint
@@ -122,8 +140,12 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None) -> PretrainR
     from clef.data.sampler import ActivityBalancedBatchSampler
     from clef.distributed import init_from_env
     from clef.prompts import load_prompt_set
+    from clef.run_folder import check_run_folder
 
     run_dir = Path(fill_fold(cfg.run_dir, cfg.data.fold, "run_dir"))
+    # Before any data is read or model built: a refusal should come at once.
+    overwrite = overwrite and resume is None  # a resumed run keeps its folder
+    check_run_folder(run_dir, resume=resume is not None, overwrite=overwrite, outputs=STAGE1_OUTPUTS)
     ctx = init_from_env(resolve_device(cfg.device))  # under torchrun with CUDA: this process's GPU
     device = ctx.device
 
@@ -185,6 +207,8 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None) -> PretrainR
         generators={"augment": generator},
         run_config=cfg,
         resume=resume,
+        overwrite=overwrite,
+        outputs=STAGE1_OUTPUTS,
     )
 
     checkpoint = None

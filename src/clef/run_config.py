@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from clef.config import require_number
 from clef.engine import ParamGroup
 from clef.errors import UserError
 from clef.model import ClefModel
@@ -71,9 +72,8 @@ class TrainableConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_blocks", "text_blocks"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise UserError(f"trainable.{name} must be >= 0 or null (all), got {value}")
+            if getattr(self, name) is not None:
+                require_number(name, getattr(self, name), integer=True, at_least=0)
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,11 @@ class OptimConfig:
     lr_text: float = 1e-5
     lr_other: float = 1e-3
     lr_head: float = 1e-2
+
+    def __post_init__(self) -> None:
+        # A zero learning rate leaves a group where it is; a negative or NaN one is never meant.
+        for key in ("lr_image", "lr_text", "lr_other", "lr_head"):
+            require_number(key, getattr(self, key), at_least=0)
 
 
 def resolve_device(name: str) -> torch.device:

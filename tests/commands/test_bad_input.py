@@ -73,7 +73,9 @@ def test_config_files(tmp_path, capsys, content, message):
 
 def test_override_with_a_repeated_key(capsys):
     status = main(["pretrain", "init.backbone_config={cnn_depth: 1, cnn_depth: 2}", "--print-config"])
-    one_error_line(capsys, status, "override 'init.backbone_config={cnn_depth: 1, cnn_depth: 2}'", "given twice")
+    one_error_line(
+        capsys, status, "override 'init.backbone_config={cnn_depth: 1, cnn_depth: 2}'", "given twice"
+    )
 
 
 # ---------------------------------------------------------------------------------- prompt files

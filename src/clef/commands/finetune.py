@@ -2,6 +2,9 @@
 
 Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m clef finetune ...`` (every process runs the
 same command; rank 0 writes the files and scores the test selection).
+
+A RUN_DIR that already holds a run is refused unless ``--resume`` (continue it, same config) or
+``--overwrite`` (start over: that run's files are removed, nothing else); see docs/errors.md.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--config", type=Path, help="YAML file of overrides (default: the built-in defaults)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.fold=2 engine.steps=500")
     parser.add_argument(
-        "--resume", type=Path, help="continue from RUN_DIR/checkpoint.pt of an interrupted run"
+        "--resume",
+        nargs="?",
+        const="auto",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run exactly, with its config (default: RUN_DIR/checkpoint.pt)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a RUN_DIR that already holds a run (removes that run's files, nothing else)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -30,12 +42,24 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from clef.config import load_config
     from clef.distributed import is_main_process, shutdown
-    from clef.finetune import FinetuneConfig, finetune
+    from clef.engine import CHECKPOINT_NAME, NonFiniteLossError
+    from clef.errors import UserError
+    from clef.finetune import FINETUNE_OUTPUTS, FinetuneConfig, finetune
+    from clef.run_config import fill_fold
+    from clef.run_folder import check_run_folder
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
+    run_dir = Path(fill_fold(cfg.run_dir, cfg.data.fold, "run_dir"))
+    resume = None
+    if args.resume is not None:
+        resume = run_dir / CHECKPOINT_NAME if args.resume == "auto" else Path(args.resume)
+    # Checked before the data and the model are loaded; the engine checks the checkpoint itself.
+    check_run_folder(run_dir, resume=resume is not None, overwrite=args.overwrite, outputs=FINETUNE_OUTPUTS)
     try:
-        result = finetune(cfg, progress=not args.quiet, resume=args.resume)
+        result = finetune(cfg, progress=not args.quiet, resume=resume, overwrite=args.overwrite)
         main = is_main_process()
+    except NonFiniteLossError as err:
+        raise UserError(str(err)) from None
     finally:
         shutdown()
     if not main:  # under torchrun, rank 0 reports

@@ -2,6 +2,8 @@
 
 The config is :class:`clef.pretrain.PretrainConfig`; the YAML file and the ``key=value`` arguments hold
 only overrides (``clef pretrain --config configs/pretrain/synth.yaml engine.steps=50 run_dir=runs/x``).
+A RUN_DIR that already holds a run is refused unless ``--resume`` (continue it, same config) or
+``--overwrite`` (start over); see docs/errors.md for what an interrupted run leaves.
 Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m clef pretrain ...`` (every process runs the
 same command; rank 0 writes the files).
 """
@@ -32,7 +34,12 @@ def add_parser(subparsers) -> None:
         nargs="?",
         const="auto",
         metavar="CHECKPOINT",
-        help="continue an interrupted run exactly (default: RUN_DIR/checkpoint.pt)",
+        help="continue an interrupted run exactly, with its config (default: RUN_DIR/checkpoint.pt)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a RUN_DIR that already holds a run (removes that run's files, nothing else)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     parser.set_defaults(func=run)
@@ -45,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from clef.distributed import shutdown
     from clef.engine import CHECKPOINT_NAME, NonFiniteLossError
     from clef.errors import UserError
-    from clef.pretrain import PretrainConfig, pretrain
+    from clef.pretrain import STAGE1_OUTPUTS, PretrainConfig, pretrain
     from clef.run_config import fill_fold
+    from clef.run_folder import check_run_folder
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     if args.print_config:
@@ -58,8 +66,15 @@ def run(args: argparse.Namespace) -> int:
         resume = run_dir / CHECKPOINT_NAME if args.resume == "auto" else Path(args.resume)
         if not resume.is_file():
             raise UserError(f"--resume: {resume} does not exist")
+    # Checked before the data and the model are loaded; the engine checks the checkpoint itself.
+    check_run_folder(
+        fill_fold(cfg.run_dir, cfg.data.fold, "run_dir"),
+        resume=resume is not None,
+        overwrite=args.overwrite,
+        outputs=STAGE1_OUTPUTS,
+    )
     try:
-        result = pretrain(cfg, resume=resume)
+        result = pretrain(cfg, resume=resume, overwrite=args.overwrite)
     except NonFiniteLossError as err:
         raise UserError(str(err)) from None
     finally:
