@@ -3,16 +3,21 @@ forward, identity behaviour on synthetic faces, locking, and checkpoints."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 from face_reference import numpy_forward, quantise_like, read_face_api
 
+from clef.checkpoint import load_checkpoint, save_checkpoint
+from clef.commands import listing
 from clef.engine import EngineConfig, ParamGroup, build_optimizer
 from clef.errors import UserError
+from clef.model import backbone_config, build_model
 from clef.model import face_resnet as fr
 from clef.model.model import Preprocess
 from clef.synth.emotions import prototype_vector
@@ -124,7 +129,7 @@ def test_input_size_and_pooled_stages_are_validated():
     assert fr.MIN_IMAGE_SIZE == 103
     assert fr.FaceResNet(8, 103)(torch.zeros(1, 3, 103, 103)).shape == (1, 8)
     with pytest.raises(UserError, match="image_size 102 is too small .*at least 103"):
-        fr.FaceResNet(8, 102)
+        build_model("offline", {"image_encoder": "face-resnet", "image_size": 102}, pretrained=False)
     with pytest.raises(UserError, match="including conv256_out"):
         fr.FaceResNet(8, SIZE, pooled=("conv64",))
     with pytest.raises(UserError, match="distinct stages among stem, conv32"):
@@ -255,3 +260,57 @@ def test_locked_leading_stages_build_no_autograd_graph(tower):
         stage.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.requires_grad))
     t(torch.zeros(1, 3, SIZE, SIZE))
     assert seen == {name: name == "conv256_out" for name in fr.STAGE_NAMES}
+
+
+# --- integration -------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_restores_size_mean_std_and_outputs(tmp_path, monkeypatch, dlib_weights_path):
+    cfg = {"image_encoder": "face-resnet", "image_size": SIZE, "embed_dim": 16}
+    torch.manual_seed(0)
+    model = build_model("offline", cfg)
+    _, sidecar = save_checkpoint(tmp_path / "face", model)
+    meta = json.loads(sidecar.read_text())
+    assert meta["preprocess"] == {
+        "image_size": SIZE,
+        "mean": list(fr.PREPROCESS_MEAN),
+        "std": list(fr.PREPROCESS_STD),
+    }
+    assert meta["backbone"]["config"]["face_pooled"] == list(fr.DEFAULT_POOLED)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a checkpoint must not read dlib's file")
+
+    monkeypatch.setattr(fr, "find_weights", refuse)
+    monkeypatch.setattr(fr, "read_face_resnet", refuse)
+    loaded, _ = load_checkpoint(tmp_path / "face")
+    assert loaded.preprocess == model.preprocess == Preprocess(SIZE, fr.PREPROCESS_MEAN, fr.PREPROCESS_STD)
+    assert loaded.backbone_config == model.backbone_config
+    x = torch.randn(2, 3, SIZE, SIZE)
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(x), loaded.encode_image(x))
+        assert torch.equal(model.image_tower.descriptor(x), loaded.image_tower.descriptor(x))
+
+
+def test_offline_config_selects_the_tower_and_its_normalisation():
+    cfg = backbone_config(
+        "offline",
+        {"image_encoder": "face-resnet", "image_size": 128, "face_pooled": ["conv128", "conv256_out"]},
+    )
+    assert cfg.face_pooled == ("conv128", "conv256_out") and cfg.face_weights is None
+    assert cfg.preprocess() == Preprocess(128, fr.PREPROCESS_MEAN, fr.PREPROCESS_STD)
+    assert backbone_config("offline", {"mean": [0.1, 0.2, 0.3]}).preprocess().mean == (0.1, 0.2, 0.3)
+    assert backbone_config("offline").preprocess() == Preprocess(64, (0.5,) * 3, (0.5,) * 3)
+    model = build_model("offline", {**dataclasses.asdict(cfg), "embed_dim": 8}, pretrained=False)
+    assert isinstance(model.image_tower, fr.FaceResNet) and model.image_tower.pooled == cfg.face_pooled
+    assert model.encode_image(torch.zeros(1, 3, 128, 128)).shape == (1, 8)
+    with pytest.raises(UserError, match="including conv256_out"):
+        backbone_config(
+            "offline", {"image_encoder": "face-resnet", "image_size": 128, "face_pooled": ["conv64"]}
+        )
+
+
+def test_clef_list_backbones_mentions_the_face_tower(capsys):
+    listing.run(argparse.Namespace(topic="backbones"))
+    assert "face-resnet" in capsys.readouterr().out
