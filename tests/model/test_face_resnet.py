@@ -15,7 +15,7 @@ from face_reference import numpy_forward, quantise_like, read_face_api
 
 from clef.checkpoint import load_checkpoint, save_checkpoint
 from clef.commands import listing
-from clef.engine import EngineConfig, ParamGroup, build_optimizer
+from clef.engine import EngineConfig, ParamGroup, build_optimizer, training_layout
 from clef.errors import UserError
 from clef.model import backbone_config, build_model
 from clef.model import face_resnet as fr
@@ -248,6 +248,25 @@ def test_unlocked_tower_gives_every_parameter_a_gradient(tower):
     t(x).pow(2).sum().backward()
     for name, p in t.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_the_engines_channels_last_layout_computes_the_same(tower):
+    t = copy.deepcopy(tower).train()
+    x = normalised(faces(3, 2, lambda rng: [("happiness", GREY)]))
+
+    def outputs_and_gradients():
+        t.zero_grad(set_to_none=True)
+        out = t(x)
+        out.pow(2).sum().backward()
+        return out.detach(), [p.grad.clone() for p in t.parameters()]
+
+    out, grads = outputs_and_gradients()
+    with training_layout(t, EngineConfig(channels_last=True)):
+        assert t.stages[0].conv.conv.weight.is_contiguous(memory_format=torch.channels_last)
+        out_nhwc, grads_nhwc = outputs_and_gradients()
+    torch.testing.assert_close(out_nhwc, out, rtol=1e-4, atol=1e-5)
+    for g, g_nhwc in zip(grads, grads_nhwc, strict=True):
+        torch.testing.assert_close(g_nhwc, g, rtol=1e-3, atol=1e-3 * float(g.abs().max()))
 
 
 def test_locked_leading_stages_build_no_autograd_graph(tower):
