@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,9 +379,3 @@ def read_face_resnet(path: str | Path) -> DlibFaceResNet:
     if not np.allclose(net.input_mean, INPUT_MEAN, rtol=0, atol=1e-4):
         raise UserError(f"{path}: input channel means {net.input_mean} differ from dlib's {INPUT_MEAN}")
     return dataclasses.replace(net, path=path)
-
-
-def iter_convolutions() -> Iterator[str]:
-    """Names of the network's convolutions (keys ``NAME.filters`` etc. of :attr:`DlibFaceResNet.arrays`),
-    input side first."""
-    return (layer.name for layer in face_resnet_layers() if layer.kind == "con")

@@ -76,7 +76,8 @@ def find_weights() -> Path:
         UserError: the package is not installed (the message gives the pip command).
     """
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    for folder in (spec.submodule_search_locations or []) if spec else []:
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
         path = Path(folder) / WEIGHTS_FILE
         if path.is_file():
             return path
