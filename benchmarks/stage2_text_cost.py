@@ -6,7 +6,7 @@ row (I) uses no text. This times the engine's training step for each head on the
 and prints seconds per step and the ratio to the linear row.
 
     PYTHONPATH=src python benchmarks/stage2_text_cost.py [--steps 20] [--threads 1]
-        [--backbone-config '{cnn_widths: [16, 32, 64, 128], image_size: 32}'] [--text-blocks 1]
+        [--backbone-config '{image_encoder: cnn, cnn_widths: [16, 32, 64, 128], image_size: 32}'] [--text-blocks 1]
 
 ``--text-blocks`` is ``trainable.text_blocks`` of the text rows (the presets train the last MiniLM
 block and the projection). Numbers depend on the machine and on what else runs on it.
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--text-blocks", type=int, default=1)
-    parser.add_argument("--backbone-config", default="{cnn_widths: [16, 32, 64, 128], image_size: 32}")
+    parser.add_argument("--backbone-config", default="{image_encoder: cnn, cnn_widths: [16, 32, 64, 128], image_size: 32}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     backbone = yaml.safe_load(args.backbone_config)

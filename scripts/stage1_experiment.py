@@ -72,19 +72,11 @@ def pretrain_all(world: Path, runs: Path, seeds: list[int], extra: list[str]) ->
 
 
 def spread(model, test_records) -> dict[str, float]:
-    """How spread out the embeddings are (collapse check) on every 4th probe test frame.
+    """How spread out the embeddings are (collapse check) on every 4th probe test frame
+    (:func:`clef.probe.embedding_spread`)."""
+    from clef.probe import embedding_spread, extract_features
 
-    ``mean_cosine``: mean pairwise cosine similarity (1 = every frame has the same embedding);
-    ``effective_rank``: exp of the entropy of the centred embedding's normalised squared singular values.
-    """
-    from clef.probe import extract_features
-
-    f = extract_features(model, test_records.iloc[::4].reset_index(drop=True), progress=False)
-    n = len(f)
-    cos = (f @ f.T)[~np.eye(n, dtype=bool)]
-    sv = np.linalg.svd(f - f.mean(0), compute_uv=False) ** 2
-    p = sv / sv.sum()
-    return {"mean_cosine": float(cos.mean()), "effective_rank": float(np.exp(-(p * np.log(p + 1e-12)).sum()))}
+    return embedding_spread(extract_features(model, test_records.iloc[::4].reset_index(drop=True), progress=False))
 
 
 def probe_all(world: Path, runs: Path, seeds: list[int], frame_stride: int) -> dict:

@@ -51,7 +51,7 @@ def main() -> None:
     mean = x_train.mean((0, 2, 3), keepdim=True)
     std = x_train.std((0, 2, 3), keepdim=True)
 
-    encoder = build_model("offline", {"cnn_widths": [16, 32, 64, 128], "image_size": args.size}).image_tower
+    encoder = build_model("offline", {"image_encoder": "cnn", "cnn_widths": [16, 32, 64, 128], "image_size": args.size}).image_tower
     head = torch.nn.Linear(encoder.embed_dim, len(classes))
     optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=args.lr, weight_decay=0.05)
     majority = float((y_test == torch.mode(y_train).values).float().mean())

@@ -52,7 +52,7 @@ def _argv(world: Path, out: Path, steps: int) -> list[str]:
         "data.frames_per_activity=2",
         "data.frame_stride=2",
         "data.workers=0",
-        "init.backbone_config={cnn_widths: [8, 16]}",
+        "init.backbone_config={image_encoder: cnn, cnn_widths: [8, 16]}",
         "trainable.text_blocks=0",
         "init.pretrained=false",  # random MiniLM weights: no 90 MB read in a unit test
     ]

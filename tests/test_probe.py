@@ -22,7 +22,7 @@ from clef.probe import (
     subsample_frames,
 )
 
-BACKBONE = {"cnn_widths": [8, 16], "image_size": 32}
+BACKBONE = {"image_encoder": "cnn", "cnn_widths": [8, 16], "image_size": 32}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_cli_probe_random_init_writes_json(world, tmp_path, capsys):
         "--random-init",
         "offline",
         "--backbone-config",
-        "{cnn_widths: [8, 16], image_size: 32}",
+        "{image_encoder: cnn, cnn_widths: [8, 16], image_size: 32}",
         "--root",
         str(world),
         "--out",

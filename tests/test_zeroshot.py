@@ -25,7 +25,7 @@ from clef.zeroshot import (
     write_zeroshot,
 )
 
-TINY = {"cnn_widths": [8, 16], "embed_dim": 32}
+TINY = {"image_encoder": "cnn", "cnn_widths": [8, 16], "embed_dim": 32}
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,10 @@ def test_au_to_fer_uses_no_expression_training(world, tmp_path):
 
 
 def test_cli_zeroshot_both_protocols(world, tmp_path, capsys):
-    fast = ["init.backbone_config={cnn_widths: [8, 16], embed_dim: 32}", "data.batch_size=16"]
+    fast = [
+        "init.backbone_config={image_encoder: cnn, cnn_widths: [8, 16], embed_dim: 32}",
+        "data.batch_size=16",
+    ]
     fast += ["engine.steps=2", "engine.warmup_steps=1", "trainable.text_blocks=0"]
     code = main(
         [

@@ -86,6 +86,7 @@ CHECKPOINT_NAME = run_folder.CHECKPOINT
 _FORMAT = "clef-train-checkpoint/1"
 
 StepFn = Callable[[torch.nn.Module, dict[str, Any]], Mapping[str, torch.Tensor]]
+Monitor = Callable[[torch.nn.Module], Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -506,6 +507,10 @@ class _Logger:
             else:
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
 
+    def logs(self, step: int) -> bool:
+        """Whether optimiser step ``step`` (1-based) is logged: every ``log_every`` steps and the last."""
+        return self.enabled and (step % self.cfg.log_every == 0 or step == self.cfg.steps)
+
     def step_done(
         self,
         step: int,
@@ -514,10 +519,10 @@ class _Logger:
         optimizer: torch.optim.Optimizer,
         throughput: _Throughput,
     ) -> None:
-        """After optimiser step ``step`` (1-based): a log line every ``log_every`` steps and at the end."""
+        """After optimiser step ``step`` (1-based): a log line when :meth:`logs` says so."""
         if not self.enabled:
             return
-        if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+        if self.logs(step):
             record = {"step": step, "epoch": epoch, **values}
             record.update({f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups})
             record["images_per_s"] = throughput.rate()
@@ -569,6 +574,7 @@ def train(
     resume: str | Path | None = None,
     overwrite: bool = True,
     outputs: Sequence[str] = (),
+    monitor: Monitor | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` optimiser steps, or the remaining ones when resuming.
 
@@ -599,6 +605,11 @@ def train(
             the command line passes False unless ``--overwrite`` is given.
         outputs: the stage program's own files in ``run_dir`` (``stage1.safetensors`` ...): they
             count as "holds a run" and an overwrite removes them too.
+        monitor: ``(model) -> {name: float}``, called on rank 0 at every logged step after the
+            optimiser step; its values join the step's line in ``metrics.jsonl`` (e.g. how spread the
+            embeddings of a fixed batch are). It must leave the model as it found it (parameters,
+            train/eval mode) and draw from no random stream the run uses, so that a monitored run
+            learns exactly what an unmonitored one does.
 
     Returns:
         :class:`TrainResult`.
@@ -623,6 +634,7 @@ def train(
             resume=resume,
             overwrite=overwrite,
             outputs=tuple(outputs),
+            monitor=monitor,
         )
 
 
@@ -640,6 +652,7 @@ def _train(
     resume: str | Path | None,
     overwrite: bool,
     outputs: tuple[str, ...],
+    monitor: Monitor | None,
 ) -> TrainResult:
     """The loop; the step order is the module docstring's. The phases around it are named below."""
     world, main = get_world_size(), get_rank() == 0
@@ -690,6 +703,8 @@ def _train(
             values.update(_optimizer_step(optimizer, trainable, cfg, last_loss, step, epoch))
             step += 1
 
+            if monitor is not None and logger.logs(step):
+                values.update(monitor(model))
             logger.step_done(step, epoch, values, optimizer, throughput)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 checkpoints.save(step, epoch, position, last_loss)

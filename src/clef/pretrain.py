@@ -36,7 +36,7 @@ from clef.run_config import (
     param_groups,
     resolve_device,
 )
-from clef.stage1 import Stage1LossConfig, Stage1Step
+from clef.stage1 import SpreadMonitor, Stage1LossConfig, Stage1Step
 
 __all__ = ["PretrainData", "PretrainConfig", "PretrainResult", "pretrain", "select_records", "STAGE1_OUTPUTS"]
 
@@ -115,6 +115,17 @@ def select_records(cfg: PretrainData):
     if records.empty:
         raise UserError(f"{cfg.root}: no frame with an activity label; stage 1 needs activities")
     return records
+
+
+def _spread_batch(dataset, records, per_activity: int = 8) -> torch.Tensor:
+    """uint8 (N, 3, S, S): the fixed frames whose embedding spread the run logs (SpreadMonitor),
+    ``per_activity`` frames of each activity spread evenly over its records, in table order."""
+    rows = []
+    for _, group in records.groupby("activity", sort=True):
+        positions = records.index.get_indexer(group.index)
+        take = min(per_activity, len(positions))
+        rows += [int(positions[round(k * (len(positions) - 1) / max(take - 1, 1))]) for k in range(take)]
+    return torch.stack([dataset.load_image(i) for i in rows])
 
 
 STAGE1_OUTPUTS = ("stage1.safetensors", "stage1.json")  # written in run_dir besides the engine's files
@@ -196,6 +207,7 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None, overwrite: b
         activity_texts=texts if cfg.loss.image_text else None,
         preprocess=model.preprocess.normalize,
     )
+    monitor = SpreadMonitor(_spread_batch(dataset, records), model.preprocess.normalize)
     result = train(
         model,
         step,
@@ -209,6 +221,7 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None, overwrite: b
         resume=resume,
         overwrite=overwrite,
         outputs=STAGE1_OUTPUTS,
+        monitor=monitor,
     )
 
     checkpoint = None

@@ -43,6 +43,7 @@ from clef.errors import UserError
 
 __all__ = [
     "FEATURE_NAME",
+    "embedding_spread",
     "ProbeConfig",
     "ProbeResult",
     "extract_features",
@@ -107,6 +108,28 @@ class ProbeResult:
         out = asdict(self)
         out["au_f1_per_au"] = {f"AU{k}": v for k, v in self.au_f1_per_au.items()}
         return out
+
+
+def embedding_spread(features: np.ndarray) -> dict[str, float]:
+    """How spread out N embeddings (N, D) are: the collapse check of a contrastive run.
+
+    ``mean_cosine``: the mean cosine similarity over all pairs of different rows (1 when every row is
+    the same direction, i.e. collapsed); ``effective_rank``: exp of the entropy of the normalised
+    squared singular values of the centred rows (1 for points on a line, D for an isotropic cloud;
+    Roy & Vetterli 2007). Rows need not be normalised (they are, for the cosine).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"need (N >= 2, D) embeddings, got shape {f.shape}")
+    unit = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    n = len(f)
+    cosine = (unit @ unit.T)[~np.eye(n, dtype=bool)].mean()
+    sv = np.linalg.svd(f - f.mean(axis=0), compute_uv=False) ** 2
+    if sv.sum() <= 0:  # every row the same: one point, rank 1 by convention of the formula's limit
+        return {"mean_cosine": float(cosine), "effective_rank": 1.0}
+    p = sv / sv.sum()
+    p = p[p > 0]
+    return {"mean_cosine": float(cosine), "effective_rank": float(np.exp(-(p * np.log(p)).sum()))}
 
 
 def subsample_frames(records: pd.DataFrame, stride: int) -> pd.DataFrame:

@@ -17,10 +17,10 @@ from typing import Literal
 
 import torch
 
-from clef.augment import BatchAugment, two_views
+from clef.augment import BatchAugment, to_float, two_views
 from clef.losses import image_text_loss, nt_xent_loss, supcon_loss
 
-__all__ = ["Stage1LossConfig", "Stage1Step"]
+__all__ = ["Stage1LossConfig", "Stage1Step", "SpreadMonitor"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,38 @@ class Stage1Step:
             "loss_ia": loss_ia.detach(),
             "logit_scale": scale.detach(),
         }
+
+
+class SpreadMonitor:
+    """``(model) -> {"spread/mean_cosine", "spread/effective_rank"}``: how spread out the embeddings
+    of a fixed batch of frames are (:func:`clef.probe.embedding_spread`), for the engine's ``monitor``.
+
+    Stage 1 can *collapse*: every image mapped to nearly one point, the loss stuck at its
+    constant-embedding value. Logged at every logged step, these two numbers show it (mean cosine
+    near 1, effective rank near 1) or show the embeddings staying spread. The batch is fixed (the
+    same frames, unaugmented) so the numbers are comparable across steps; the model runs in eval
+    mode without gradients and gets its mode back, and no random stream is drawn from.
+
+    Args:
+        images: uint8 (N, 3, S, S) frames, N >= 2, at the model's input size.
+        preprocess: the model's normalisation (float images in [0, 1] -> its input).
+    """
+
+    def __init__(self, images: torch.Tensor, preprocess: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        if images.ndim != 4 or images.shape[0] < 2:
+            raise ValueError(f"need (N >= 2, 3, S, S) images, got {tuple(images.shape)}")
+        self.images = images
+        self.preprocess = preprocess
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        from clef.probe import embedding_spread
+
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                device = next(model.parameters()).device
+                z = model.encode_image(self.preprocess(to_float(self.images.to(device))))
+        finally:
+            model.train(was_training)
+        return {f"spread/{k}": v for k, v in embedding_spread(z.float().cpu().numpy()).items()}

@@ -253,7 +253,7 @@ def test_corrupt_image_met_while_training_in_a_loader_worker(tmp_path, capsys, c
     argv += [
         "data.frames_per_activity=2",
         "data.frame_stride=1",
-        "init.backbone_config={cnn_widths: [8, 16], image_size: 32}",
+        "init.backbone_config={image_encoder: cnn, cnn_widths: [8, 16], image_size: 32}",
     ]
     argv += ["engine.steps=2", "engine.progress=false", f"run_dir={tmp_path / 'run'}"]
     one_error_line(capsys, main(argv), f"{corrupt_csv.parent / '3.png'}: cannot read the image of record ")
@@ -261,7 +261,13 @@ def test_corrupt_image_met_while_training_in_a_loader_worker(tmp_path, capsys, c
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_corrupt_image_met_while_scoring(capsys, corrupt_csv, workers):
-    argv = ["probe", "--random-init", "offline", "--backbone-config", "{cnn_widths: [8, 16], image_size: 32}"]
+    argv = [
+        "probe",
+        "--random-init",
+        "offline",
+        "--backbone-config",
+        "{image_encoder: cnn, cnn_widths: [8, 16], image_size: 32}",
+    ]
     argv += ["--dataset", "csv", "--root", str(corrupt_csv), "--workers", str(workers), "--quiet"]
     one_error_line(capsys, main(argv), f"{corrupt_csv.parent / '3.png'}: cannot read the image of record ")
 

@@ -19,11 +19,11 @@ def test_unknown_backbone_lists_the_valid_names():
 
 
 def test_config_overrides_are_typed_and_unknown_keys_rejected():
-    cfg = backbone_config("offline", {"cnn_widths": [16, 32], "image_size": 96})
-    assert cfg == OfflineConfig(cnn_widths=(16, 32), image_size=96)
+    cfg = backbone_config("offline", {"image_encoder": "cnn", "cnn_widths": [16, 32], "image_size": 96})
+    assert cfg == OfflineConfig(image_encoder="cnn", cnn_widths=(16, 32), image_size=96)
     with pytest.raises(UserError, match="valid keys: .*image_size"):
         backbone_config("offline", {"image_sise": 96})
-    with pytest.raises(UserError, match="valid: vit, cnn"):
+    with pytest.raises(UserError, match="valid: face-resnet, cnn, vit"):
         backbone_config("offline", {"image_encoder": "resnet"})
     with pytest.raises(UserError, match="multiple of vit_patch_size"):
         backbone_config("offline", {"image_encoder": "vit", "image_size": 60})

@@ -320,7 +320,12 @@ def test_offline_config_selects_the_tower_and_its_normalisation():
     assert cfg.face_pooled == ("conv128", "conv256_out") and cfg.face_weights is None
     assert cfg.preprocess() == Preprocess(128, fr.PREPROCESS_MEAN, fr.PREPROCESS_STD)
     assert backbone_config("offline", {"mean": [0.1, 0.2, 0.3]}).preprocess().mean == (0.1, 0.2, 0.3)
-    assert backbone_config("offline").preprocess() == Preprocess(64, (0.5,) * 3, (0.5,) * 3)
+    assert backbone_config("offline").preprocess() == Preprocess(150, fr.PREPROCESS_MEAN, fr.PREPROCESS_STD)
+    assert backbone_config("offline", {"image_encoder": "cnn"}).preprocess() == Preprocess(
+        64, (0.5,) * 3, (0.5,) * 3
+    )
+    with pytest.raises(UserError, match="cnn_depth configures image_encoder='cnn'"):
+        backbone_config("offline", {"cnn_depth": 2})  # a from-scratch size, the face tower chosen
     model = build_model("offline", {**dataclasses.asdict(cfg), "embed_dim": 8}, pretrained=False)
     assert isinstance(model.image_tower, fr.FaceResNet) and model.image_tower.pooled == cfg.face_pooled
     assert model.encode_image(torch.zeros(1, 3, 128, 128)).shape == (1, 8)

@@ -29,8 +29,8 @@ def test_cnn_chunks_give_the_same_outputs_and_gradients():
         assert torch.allclose(grads_c[name], grad, rtol=1e-4, atol=1e-4), name  # sums of ~1 terms
 
 
-def test_offline_default_cnn_chunks_and_rejects_a_negative_chunk():
-    assert build_image_tower(OfflineConfig()).chunk == 32
-    assert build_image_tower(OfflineConfig(cnn_chunk=0)).chunk == 0
+def test_offline_cnn_chunks_by_default_and_rejects_a_negative_chunk():
+    assert build_image_tower(OfflineConfig(image_encoder="cnn")).chunk == 32
+    assert build_image_tower(OfflineConfig(image_encoder="cnn", cnn_chunk=0)).chunk == 0
     with pytest.raises(UserError, match="cnn_chunk must be >= 0"):
-        OfflineConfig(cnn_chunk=-1)
+        OfflineConfig(image_encoder="cnn", cnn_chunk=-1)

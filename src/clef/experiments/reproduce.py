@@ -58,7 +58,7 @@ PRESETS: dict[str, ExperimentConfig] = {
         world=WorldConfig(
             lab_subjects=6, frames_per_video=3, wild_images=70, disfa_subjects=1, disfa_frames=4
         ),
-        backbone_config={"cnn_widths": [8, 16], "embed_dim": 32},
+        backbone_config={"image_encoder": "cnn", "cnn_widths": [8, 16], "embed_dim": 32},
         stage1_steps=2,
         stage1_frames_per_activity=2,
         stage2_steps=2,

@@ -31,7 +31,7 @@ class ExperimentConfig:
     # 64 px and resized on load) + the pretrained MiniLM text tower. At 32 px a CNN from scratch leaves
     # the majority-class plateau on the wild world after ~300 steps (reports/world_calibration.md).
     backbone_config: dict[str, Any] = field(
-        default_factory=lambda: {"cnn_widths": [16, 32, 64, 128], "image_size": 32}
+        default_factory=lambda: {"image_encoder": "cnn", "cnn_widths": [16, 32, 64, 128], "image_size": 32}
     )
     stage1_steps: int = 60
     stage1_frames_per_activity: int = 4  # x 8 activities per batch

@@ -106,6 +106,7 @@ def _sides(image_size: int) -> dict[str, int] | None:
 
 
 MIN_IMAGE_SIZE = next(size for size in range(1, 1000) if _sides(size) is not None)
+NATIVE_IMAGE_SIZE = 150  # the input size dlib trained the network at (input_rgb_image_sized<150>)
 
 
 def stage_sides(image_size: int) -> dict[str, int]:
@@ -118,7 +119,7 @@ def stage_sides(image_size: int) -> dict[str, int]:
     if sides is None:
         raise UserError(
             f"image_size {image_size} is too small for the face-resnet image tower "
-            f"(at least {MIN_IMAGE_SIZE} px; native 150)"
+            f"(at least {MIN_IMAGE_SIZE} px; native {NATIVE_IMAGE_SIZE})"
         )
     return sides
 
