@@ -140,3 +140,19 @@ def test_cli_probe_of_a_checkpoint_matches_the_library(world, model, tmp_path, c
     assert payload["au_f1"] == pytest.approx(expected.au_f1)
     assert payload["subject_accuracy"] == pytest.approx(expected.subject_accuracy)
     assert main(["probe", str(tmp_path / "stage1"), "--random-init", "offline", "--root", str(world)]) == 2
+
+
+def test_embedding_spread_of_known_clouds():
+    from clef.probe import embedding_spread
+
+    rng = np.random.default_rng(0)
+    one_point = np.tile(rng.normal(size=(1, 16)), (50, 1))
+    collapsed = embedding_spread(one_point + 1e-9 * rng.normal(size=(50, 16)))
+    assert collapsed["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
+    isotropic = embedding_spread(rng.normal(size=(4000, 16)))
+    assert abs(isotropic["mean_cosine"]) < 0.01 and 15.0 < isotropic["effective_rank"] <= 16.0
+    line = embedding_spread(np.outer(rng.normal(size=200), rng.normal(size=16)))
+    assert line["effective_rank"] == pytest.approx(1.0, abs=1e-6)
+    cross = np.concatenate([np.eye(2), -np.eye(2)] * 25)  # +-e0, +-e1: centred, 2 equal variances
+    two_axes = embedding_spread(np.concatenate([cross, np.zeros((100, 14))], axis=1))
+    assert two_axes["effective_rank"] == pytest.approx(2.0, abs=1e-6)

@@ -10,7 +10,7 @@ from clef.augment import AugmentConfig, BatchAugment, two_views
 from clef.data.sampler import RandomBatchSampler
 from clef.engine import EngineConfig, ParamGroup, seed_everything, train
 from clef.losses import image_text_loss, nt_xent_loss, supcon_loss
-from clef.stage1 import Stage1LossConfig, Stage1Step
+from clef.stage1 import SpreadMonitor, Stage1LossConfig, Stage1Step
 
 K, SIZE = 3, 12
 
@@ -126,3 +126,39 @@ def test_the_activity_texts_go_through_the_models_text_entry_point():
     for _ in range(2):
         step(model, _batch())
     assert seen == [TEXTS, TEXTS]
+
+
+def _colour_run(tmp_path, monitor):
+    """The colour-activity run of the test above, 15 steps, optionally monitored."""
+    seed_everything(0)
+    model = Dummy()
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(48) % K
+    base = torch.tensor([[200, 30, 30], [30, 200, 30], [30, 30, 200]])[labels].view(48, 3, 1, 1)
+    images = (base + torch.randint(-30, 30, (48, 3, SIZE, SIZE), generator=g)).clamp(0, 255).to(torch.uint8)
+    data = [{"image": images[i], "activity": labels[i]} for i in range(48)]
+    loader = torch.utils.data.DataLoader(data, batch_sampler=RandomBatchSampler(48, 12, seed=0))
+    gen = torch.Generator().manual_seed(1)
+    groups = {"all": ParamGroup(model.parameters(), 3e-3)}
+    cfg = EngineConfig(steps=15, warmup_steps=3, log_every=5, checkpoint_every=15, progress=False)
+    watch = monitor(images[:12]) if monitor else None
+    train(
+        model, Stage1Step(Stage1LossConfig(), AUG, gen, TEXTS), groups, loader, cfg, tmp_path, monitor=watch
+    )
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    return model, lines
+
+
+def test_the_spread_monitor_logs_collapse_and_changes_nothing_the_run_learns(tmp_path):
+    plain, plain_lines = _colour_run(tmp_path / "a", None)
+    watched, lines = _colour_run(tmp_path / "b", lambda x: SpreadMonitor(x, lambda v: v))
+    for a, b in zip(plain.state_dict().values(), watched.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the monitor draws no random number and leaves the model as it was
+    assert [line["loss"] for line in lines] == [line["loss"] for line in plain_lines]
+    assert [line["step"] for line in lines] == [5, 10, 15]
+    assert all(
+        -1.0 <= line["spread/mean_cosine"] <= 1.0 and line["spread/effective_rank"] >= 1.0 for line in lines
+    )
+    collapsed = SpreadMonitor(torch.full((6, 3, SIZE, SIZE), 7, dtype=torch.uint8), lambda v: v)(watched)
+    assert collapsed["spread/mean_cosine"] == pytest.approx(1.0, abs=1e-5)  # 6 identical frames
+    assert watched.training  # its mode given back

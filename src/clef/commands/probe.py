@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
         "--backbone-config",
         metavar="YAML",
         default="{}",
-        help="with --random-init: backbone overrides, e.g. '{image_encoder: cnn, cnn_widths: [16, 32], image_size: 32}'",
+        help="with --random-init: backbone overrides, e.g. '{image_encoder: cnn, image_size: 32}'",
     )
     parser.add_argument("--seed", type=int, default=0, help="random-init and solver seed (default 0)")
     parser.add_argument(
@@ -78,7 +78,9 @@ def load_probed_model(checkpoint: str | None, random_init: str | None, backbone_
     except yaml.YAMLError as err:
         raise UserError(f"--backbone-config: not YAML: {err}") from None
     if not isinstance(overrides, dict):
-        raise UserError("--backbone-config must be a mapping, e.g. '{image_encoder: cnn, cnn_widths: [16, 32]}'")
+        raise UserError(
+            "--backbone-config must be a mapping, e.g. '{image_encoder: cnn, cnn_widths: [16, 32]}'"
+        )
     from clef.model import build_model
 
     torch.manual_seed(seed)

@@ -27,12 +27,20 @@ class ExperimentConfig:
     mode: str = "quick"
     seeds: tuple[int, ...] = (0,)
     world: WorldConfig = WorldConfig(lab_subjects=41, frames_per_video=8, wild_images=1000)
-    # Offline backbone overrides: a small residual CNN from scratch at 32 px (the world is rendered at
-    # 64 px and resized on load) + the pretrained MiniLM text tower. At 32 px a CNN from scratch leaves
-    # the majority-class plateau on the wild world after ~300 steps (reports/world_calibration.md).
+    # Offline backbone overrides: the pretrained face ResNet at 112 px (the world is rendered at 64 px
+    # and resized on load; 150 px native reads AUs better from frozen features but costs 2x) + the
+    # pretrained MiniLM text tower. The from-scratch CNN is {"image_encoder": "cnn", ...}.
     backbone_config: dict[str, Any] = field(
-        default_factory=lambda: {"image_encoder": "cnn", "cnn_widths": [16, 32, 64, 128], "image_size": 32}
+        default_factory=lambda: {"image_encoder": "face-resnet", "image_size": 112}
     )
+    # How much of the image tower trains (trainable.image_blocks): the face ResNet's last two stages
+    # (conv256, conv256_out) + the new pooling norms and projection; null = all of it. The locked
+    # stages cost a forward pass only (no autograd is recorded through them).
+    image_trainable_blocks: int | None = 2
+    # Peak learning rate of the image tower's body (optim.lr_image): small for a pretrained tower,
+    # so fine-tuning adapts its features instead of overwriting them; the new projection, logit
+    # scale and heads keep the library's rates.
+    lr_image: float = 1e-4
     stage1_steps: int = 60
     stage1_frames_per_activity: int = 4  # x 8 activities per batch
     stage2_steps: int = 60  # quick mode: a wiring-level run (models barely leave trivial predictors)
@@ -56,7 +64,7 @@ def stage1_config(cfg: ExperimentConfig, variant: str, seed: int, run_dir: Path,
     """The :class:`clef.pretrain.PretrainConfig` of stage-1 ``variant`` (``pi`` or ``pa_pi``) on the
     lab world at ``root``, fold ``cfg.au_fold``'s training subjects."""
     from clef.pretrain import PretrainConfig, PretrainData
-    from clef.run_config import InitConfig, TrainableConfig
+    from clef.run_config import InitConfig, OptimConfig, TrainableConfig
     from clef.stage1 import Stage1LossConfig
 
     return PretrainConfig(
@@ -65,7 +73,10 @@ def stage1_config(cfg: ExperimentConfig, variant: str, seed: int, run_dir: Path,
         device=cfg.device,
         prompt_set="synth",
         init=InitConfig(backbone_config=dict(cfg.backbone_config)),
-        trainable=TrainableConfig(text_blocks=cfg.text_trainable_blocks),
+        trainable=TrainableConfig(
+            image_blocks=cfg.image_trainable_blocks, text_blocks=cfg.text_trainable_blocks
+        ),
+        optim=OptimConfig(lr_image=cfg.lr_image),
         data=PretrainData(
             dataset="bp4d",
             root=str(root),
@@ -93,7 +104,7 @@ def stage2_config(
     ``method.head`` / ``method.description_loss``) on one task: ``au`` on the lab world (fold
     ``cfg.au_fold``), ``fer`` on the wild world (its official-style split)."""
     from clef.finetune import DataConfig, FinetuneConfig
-    from clef.run_config import InitConfig, TrainableConfig
+    from clef.run_config import InitConfig, OptimConfig, TrainableConfig
     from clef.stage2 import MethodConfig
 
     if checkpoint is not None:
@@ -114,7 +125,11 @@ def stage2_config(
         device=cfg.device,
         run_dir=str(run_dir),
         init=init,
-        trainable=TrainableConfig(text_blocks=cfg.text_trainable_blocks if uses_text else 0),
+        trainable=TrainableConfig(
+            image_blocks=cfg.image_trainable_blocks,
+            text_blocks=cfg.text_trainable_blocks if uses_text else 0,
+        ),
+        optim=OptimConfig(lr_image=cfg.lr_image),
         data=data,
         method=method,
         engine=_engine(cfg.stage2_steps, progress),
