@@ -1,9 +1,10 @@
 """The stage-1 representation experiment (issue 5; reports/stage1_experiment.md).
 
 Pre-trains the image tower on the built-in lab world with three stage-1 objectives and probes the
-frozen features of each (plus a randomly initialised tower) on fold 1's held-out subjects:
+frozen features of each (plus the start they all begin from) on fold 1's held-out subjects:
 
-    (a) random  : no training (the same architecture, initialised with the seed)
+    (a) start   : no stage 1: the configured backbone as built (its pretrained weights, a new
+                  projection initialised with the seed)
     (b) simclr  : instance NT-Xent only      loss.image_loss=simclr loss.image_text=false
     (c) pi      : L_II' (SupCon, activities)  loss.image_loss=supcon loss.image_text=false
     (d) pi+pa   : L_II' + L_IA               loss.image_loss=supcon loss.image_text=true
@@ -37,8 +38,15 @@ ARMS: dict[str, list[str]] = {
     "pi": ["loss.image_loss=supcon", "loss.image_text=false"],
     "pi+pa": ["loss.image_loss=supcon", "loss.image_text=true"],
 }
-ORDER = ("random", "simclr", "pi", "pi+pa")
-METRICS = ("au_f1", "expression_accuracy", "subject_accuracy", "subject_nn_accuracy")
+ORDER = ("start", "simclr", "pi", "pi+pa")
+METRICS = (
+    "au_f1",
+    "expression_accuracy",
+    "subject_accuracy",
+    "subject_nn_accuracy",
+    "subject_variance_share",
+    "expression_variance_share",
+)
 
 
 def run_dir(runs: Path, arm: str, seed: int) -> Path:
@@ -99,15 +107,16 @@ def probe_all(world: Path, runs: Path, seeds: list[int], frame_stride: int) -> d
             if cache.is_file():  # probed before (the script can run while later seeds still train)
                 results[arm].append(json.loads(cache.read_text()))
                 continue
-            if arm != "random" and not (run_dir(runs, arm, seed) / "stage1.safetensors").is_file():
+            if arm != "start" and not (run_dir(runs, arm, seed) / "stage1.safetensors").is_file():
                 print(f"[skip] {arm} seed {seed}: not pre-trained yet", flush=True)
                 continue
             if records is None:
                 records = load_probe_records(cfg)  # once: the same frames for every model
             start = time.perf_counter()
-            if arm == "random":
+            if arm == "start":
                 torch.manual_seed(seed)
-                model = build_model(base["model"]["backbone"], base["model"]["config"], pretrained=False)
+                init = base.get("init", {})
+                model = build_model(init.get("backbone", "offline"), init.get("backbone_config", {}))
             else:
                 model, _ = load_checkpoint(run_dir(runs, arm, seed) / "stage1")
             result = probe_model(model, cfg, seed=seed, records=records)
@@ -130,8 +139,9 @@ def probe_all(world: Path, runs: Path, seeds: list[int], frame_stride: int) -> d
 def table(results: dict) -> str:
     lines = [
         "| representation | AU F1 (mean of 12) | expression accuracy | subject-ID accuracy (LR) "
-        "| subject-ID accuracy (1-NN) | mean cosine | effective rank | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| subject-ID accuracy (1-NN) | subject share of variance | expression share of variance "
+        "| mean cosine | effective rank | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in ORDER:
         rows = results.get(arm) or []

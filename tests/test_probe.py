@@ -156,3 +156,23 @@ def test_embedding_spread_of_known_clouds():
     cross = np.concatenate([np.eye(2), -np.eye(2)] * 25)  # +-e0, +-e1: centred, 2 equal variances
     two_axes = embedding_spread(np.concatenate([cross, np.zeros((100, 14))], axis=1))
     assert two_axes["effective_rank"] == pytest.approx(2.0, abs=1e-6)
+
+
+def test_variance_share_is_the_anova_r2():
+    from clef.probe import variance_share
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.array(["a", "b", "c"]), 40)
+    centres = {"a": 0.0, "b": 3.0, "c": -3.0}
+    f = np.stack([[centres[g] + rng.normal(), rng.normal()] for g in groups])
+    # By hand: the between-group sum of squares over the total, per dimension, summed.
+    grand = f.mean(axis=0)
+    between = sum(40 * ((f[groups == g].mean(axis=0) - grand) ** 2).sum() for g in "abc")
+    total = ((f - grand) ** 2).sum()
+    assert variance_share(f, groups) == pytest.approx(between / total)
+    assert 0.7 < variance_share(f, groups) < 1.0
+    assert variance_share(rng.normal(size=(120, 4)), groups) < 0.05  # groups that explain nothing
+    assert variance_share(f, np.array(["a"] * 120)) is None
+    with_missing = groups.astype(object)
+    with_missing[:40] = None
+    assert variance_share(f, with_missing) == pytest.approx(variance_share(f[40:], groups[40:]))

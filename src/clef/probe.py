@@ -44,6 +44,7 @@ from clef.errors import UserError
 __all__ = [
     "FEATURE_NAME",
     "embedding_spread",
+    "variance_share",
     "ProbeConfig",
     "ProbeResult",
     "extract_features",
@@ -88,6 +89,10 @@ class ProbeResult:
     n_test: int
     train_subjects: int
     test_subjects: int
+    # Shares of the test embeddings' variance between subjects and between expressions (R², see
+    # variance_share): a continuous identity measure that does not saturate like the classifiers.
+    subject_variance_share: float | None = None
+    expression_variance_share: float | None = None
     feature: str = FEATURE_NAME
 
     def summary(self) -> str:
@@ -130,6 +135,31 @@ def embedding_spread(features: np.ndarray) -> dict[str, float]:
     p = sv / sv.sum()
     p = p[p > 0]
     return {"mean_cosine": float(cosine), "effective_rank": float(np.exp(-(p * np.log(p)).sum()))}
+
+
+def variance_share(features: np.ndarray, groups: np.ndarray) -> float | None:
+    """Share of the features' total variance that lies between the groups' means (R² of a one-way
+    ANOVA summed over dimensions): SS_between / SS_total, in [0, 1].
+
+    Rows whose group is missing (NA) are left out; None when fewer than two groups or no variance
+    remain. With ``groups`` = subjects it says how much of a representation is identity, with
+    expressions how much is expression; unlike a classifier's accuracy it does not saturate.
+    """
+    keep = ~pd.isna(groups)
+    f = np.asarray(features, dtype=np.float64)[keep]
+    g = np.asarray(groups)[keep].astype(str)
+    if len(set(g)) < 2:
+        return None
+    total = ((f - f.mean(axis=0)) ** 2).sum()
+    if total <= 0:
+        return None
+    labels, index = np.unique(g, return_inverse=True)
+    counts = np.bincount(index)
+    means = np.zeros((len(labels), f.shape[1]))
+    np.add.at(means, index, f)
+    means /= counts[:, None]
+    between = (counts[:, None] * (means - f.mean(axis=0)) ** 2).sum()
+    return float(between / total)
 
 
 def subsample_frames(records: pd.DataFrame, stride: int) -> pd.DataFrame:
@@ -342,6 +372,12 @@ def _probe_features(
         n_test=len(test_records),
         train_subjects=int(train_records["subject"].nunique()),
         test_subjects=int(test_records["subject"].nunique()),
+        subject_variance_share=variance_share(test_features, subjects),
+        expression_variance_share=(
+            variance_share(test_features, test_records["expression"].astype("string").to_numpy())
+            if "expression" in test_records
+            else None
+        ),
     )
 
 

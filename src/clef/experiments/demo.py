@@ -38,9 +38,9 @@ DEMO_PRESETS: dict[str, ExperimentConfig] = {
     "default": ExperimentConfig(
         mode="demo",
         world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=2000),
-        stage1_steps=200,
-        stage1_frames_per_activity=6,
-        stage2_steps=400,
+        stage1_steps=100,
+        stage1_frames_per_activity=4,
+        stage2_steps=150,
         batch_size=32,
     ),
     # The wiring check of the tests: reproduce's smallest setting.

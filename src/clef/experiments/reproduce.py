@@ -58,7 +58,8 @@ PRESETS: dict[str, ExperimentConfig] = {
         world=WorldConfig(
             lab_subjects=6, frames_per_video=3, wild_images=70, disfa_subjects=1, disfa_frames=4
         ),
-        backbone_config={"image_encoder": "cnn", "cnn_widths": [8, 16], "embed_dim": 32},
+        # The default tower at its smallest input, a small shared space: wiring only.
+        backbone_config={"image_encoder": "face-resnet", "image_size": 103, "embed_dim": 32},
         stage1_steps=2,
         stage1_frames_per_activity=2,
         stage2_steps=2,
@@ -71,7 +72,7 @@ PRESETS: dict[str, ExperimentConfig] = {
         world=WorldConfig(lab_subjects=41, frames_per_video=12, wild_images=2000),
         stage1_steps=200,
         stage1_frames_per_activity=6,
-        stage2_steps=400,
+        stage2_steps=200,
         batch_size=32,
     ),
 }

@@ -41,9 +41,9 @@ class ExperimentConfig:
     # so fine-tuning adapts its features instead of overwriting them; the new projection, logit
     # scale and heads keep the library's rates.
     lr_image: float = 1e-4
-    stage1_steps: int = 60
+    stage1_steps: int = 40
     stage1_frames_per_activity: int = 4  # x 8 activities per batch
-    stage2_steps: int = 60  # quick mode: a wiring-level run (models barely leave trivial predictors)
+    stage2_steps: int = 60  # quick mode: a short run (the full mode and the demo train longer)
     batch_size: int = 32
     # Only the last MiniLM block + the projection train (stage 1 with PA, stage 2 with text heads):
     # L_DN needs a trainable text side, and the whole tower is too slow on a 2-core CPU.
