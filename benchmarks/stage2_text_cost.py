@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--text-blocks", type=int, default=1)
-    parser.add_argument("--backbone-config", default="{image_encoder: cnn, cnn_widths: [16, 32, 64, 128], image_size: 32}")
+    parser.add_argument(
+        "--backbone-config", default="{image_encoder: cnn, cnn_widths: [16, 32, 64, 128], image_size: 32}"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     backbone = yaml.safe_load(args.backbone_config)
