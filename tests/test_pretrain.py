@@ -12,6 +12,7 @@ from clef.cli import main
 from clef.config import load_config
 from clef.errors import UserError
 from clef.pretrain import PretrainConfig
+from tiny import tiny_pretrain_argv
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "pretrain").glob("**/*.yaml"))
 
@@ -37,25 +38,7 @@ def world(tiny_world) -> Path:
 
 
 def _argv(world: Path, out: Path, steps: int) -> list[str]:
-    return [
-        "pretrain",
-        "--config",
-        str(CONFIGS[[p.name for p in CONFIGS].index("synth.yaml")]),
-        f"data.root={world}",
-        f"run_dir={out}",
-        f"engine.steps={steps}",
-        "engine.warmup_steps=1",
-        "engine.log_every=1",
-        "engine.checkpoint_every=2",
-        "engine.progress=false",
-        "data.fold=null",
-        "data.frames_per_activity=2",
-        "data.frame_stride=2",
-        "data.workers=0",
-        "init.backbone_config={image_encoder: cnn, cnn_widths: [8, 16]}",
-        "trainable.text_blocks=0",
-        "init.pretrained=false",  # random MiniLM weights: no 90 MB read in a unit test
-    ]
+    return tiny_pretrain_argv(world, out, steps=steps)
 
 
 def test_cli_pretrains_a_tiny_world_and_resumes(world, tmp_path, capsys, monkeypatch):

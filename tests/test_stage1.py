@@ -91,25 +91,10 @@ def test_invalid_settings_are_rejected():
 
 
 def test_engine_runs_stage1_and_lowers_the_loss(tmp_path):
-    seed_everything(0)
-    model = Dummy()
-    g = torch.Generator().manual_seed(0)
-    # Activity k = images of one colour plus noise: learnable in a few steps.
-    labels = torch.arange(48) % K
-    base = torch.tensor([[200, 30, 30], [30, 200, 30], [30, 30, 200]])[labels].view(48, 3, 1, 1)
-    images = (base + torch.randint(-30, 30, (48, 3, SIZE, SIZE), generator=g)).clamp(0, 255).to(torch.uint8)
-    data = [{"image": images[i], "activity": labels[i]} for i in range(48)]
-    loader = torch.utils.data.DataLoader(data, batch_sampler=RandomBatchSampler(48, 12, seed=0))
-    gen = torch.Generator().manual_seed(1)
-    step = Stage1Step(Stage1LossConfig(), AUG, gen, TEXTS)
-    groups = {
-        "image": ParamGroup(model.image.parameters(), 3e-3),
-        "text": ParamGroup(list(model.text.parameters()) + [model.logit_scale], 1e-3),
-    }
-    cfg = EngineConfig(steps=15, warmup_steps=3, log_every=1, checkpoint_every=15, progress=False)
-    result = train(model, step, groups, loader, cfg, tmp_path, generators={"augment": gen})
-    first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"]
-    assert math.isfinite(result.loss) and result.loss < 0.8 * first
+    _, lines = _colour_run(tmp_path, None, log_every=1)
+    assert (
+        len(lines) == 15 and math.isfinite(lines[-1]["loss"]) and lines[-1]["loss"] < 0.8 * lines[0]["loss"]
+    )
 
 
 def test_the_activity_texts_go_through_the_models_text_entry_point():
@@ -128,8 +113,9 @@ def test_the_activity_texts_go_through_the_models_text_entry_point():
     assert seen == [TEXTS, TEXTS]
 
 
-def _colour_run(tmp_path, monitor):
-    """The colour-activity run of the test above, 15 steps, optionally monitored."""
+def _colour_run(tmp_path, monitor, log_every=5):
+    """15 steps of stage 1 on a learnable toy: activity k = images of one colour plus noise
+    (optionally monitored); -> (model, the metrics.jsonl records)."""
     seed_everything(0)
     model = Dummy()
     g = torch.Generator().manual_seed(0)
@@ -140,7 +126,7 @@ def _colour_run(tmp_path, monitor):
     loader = torch.utils.data.DataLoader(data, batch_sampler=RandomBatchSampler(48, 12, seed=0))
     gen = torch.Generator().manual_seed(1)
     groups = {"all": ParamGroup(model.parameters(), 3e-3)}
-    cfg = EngineConfig(steps=15, warmup_steps=3, log_every=5, checkpoint_every=15, progress=False)
+    cfg = EngineConfig(steps=15, warmup_steps=3, log_every=log_every, checkpoint_every=15, progress=False)
     watch = monitor(images[:12]) if monitor else None
     train(
         model, Stage1Step(Stage1LossConfig(), AUG, gen, TEXTS), groups, loader, cfg, tmp_path, monitor=watch

@@ -52,3 +52,32 @@ def stage2_batch(b: int = 6, size: int = 32, j: int = 4, c: int = 3) -> dict:
         "au_mask": mask,
         "expression": torch.arange(b) % c,
     }
+
+
+def tiny_pretrain_argv(root, run_dir, *extra: str, steps: int = 4) -> list[str]:
+    """``clef pretrain`` on the tiny world's lab domain at ``root``: a small CNN, a frozen MiniLM of
+    random weights (no 90 MB read), 2 frames per activity, a checkpoint every 2 steps, one log line
+    per step; ``extra`` overrides or options follow."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    return [
+        "pretrain",
+        "--config",
+        str(repo / "configs" / "pretrain" / "synth.yaml"),
+        f"data.root={root}",
+        f"run_dir={run_dir}",
+        f"engine.steps={steps}",
+        "engine.warmup_steps=1",
+        "engine.log_every=1",
+        "engine.checkpoint_every=2",
+        "engine.progress=false",
+        "data.fold=null",
+        "data.frames_per_activity=2",
+        "data.frame_stride=2",
+        "data.workers=0",
+        "init.backbone_config={image_encoder: cnn, cnn_widths: [8, 16]}",
+        "trainable.text_blocks=0",
+        "init.pretrained=false",
+        *extra,
+    ]

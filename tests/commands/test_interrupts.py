@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from clef.cli import main
+from tiny import tiny_pretrain_argv
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CLIP = (
@@ -41,26 +42,7 @@ def world(tmp_path_factory) -> Path:
 
 
 def pretrain_argv(world: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "pretrain",
-        "--config",
-        str(REPO / "configs" / "pretrain" / "synth.yaml"),
-        f"data.root={world}",
-        f"run_dir={out}",
-        "engine.steps=4",
-        "engine.warmup_steps=1",
-        "engine.log_every=1",
-        "engine.checkpoint_every=2",
-        "engine.progress=false",
-        "data.fold=null",
-        "data.frames_per_activity=2",
-        "data.frame_stride=2",
-        "data.workers=0",
-        "init.backbone_config={image_encoder: cnn, cnn_widths: [8, 16]}",
-        "trainable.text_blocks=0",
-        "init.pretrained=false",
-        *extra,
-    ]
+    return tiny_pretrain_argv(world, out, *extra, steps=4)
 
 
 def finetune_argv(world: Path, run: Path, *extra: str) -> list[str]:
@@ -235,7 +217,9 @@ def test_pretrain_resume_from_bad_checkpoints_is_one_line(world, pretrained, fin
         path.write_bytes(content)
         _refused(capsys, [*pretrain_argv(world, out), "--resume", str(path)], f"{path}: {reason}")
     missing = tmp_path / "missing.pt"
-    _refused(capsys, [*pretrain_argv(world, out), "--resume", str(missing)], f"{missing} does not exist")
+    _refused(
+        capsys, [*pretrain_argv(world, out), "--resume", str(missing)], f"{missing}: no such checkpoint file"
+    )
     assert _snapshot(out) == before and not ran.exists()
 
 

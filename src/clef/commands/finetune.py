@@ -10,7 +10,8 @@ A RUN_DIR that already holds a run is refused unless ``--resume`` (continue it, 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from clef.commands.training import add_run_arguments, run_folder_checked
 
 
 def add_parser(subparsers) -> None:
@@ -21,20 +22,7 @@ def add_parser(subparsers) -> None:
         "output order, thresholds, config, metrics) and, unless evaluate=false, the test metrics in "
         "RUN_DIR/eval. Config keys: see docs/stage2.md; configs/finetune/ and configs/paper/ hold examples.",
     )
-    parser.add_argument("--config", type=Path, help="YAML file of overrides (default: the built-in defaults)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.fold=2 engine.steps=500")
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        metavar="CHECKPOINT",
-        help="continue an interrupted run exactly, with its config (default: RUN_DIR/checkpoint.pt)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start over in a RUN_DIR that already holds a run (removes that run's files, nothing else)",
-    )
+    add_run_arguments(parser, "data.fold=2 engine.steps=500")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -42,24 +30,13 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from clef.config import load_config
     from clef.distributed import is_main_process, shutdown
-    from clef.engine import CHECKPOINT_NAME, NonFiniteLossError
-    from clef.errors import UserError
     from clef.finetune import FINETUNE_OUTPUTS, FinetuneConfig, finetune
-    from clef.run_config import fill_fold
-    from clef.run_folder import check_run_folder
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    run_dir = Path(fill_fold(cfg.run_dir, cfg.data.fold, "run_dir"))
-    resume = None
-    if args.resume is not None:
-        resume = run_dir / CHECKPOINT_NAME if args.resume == "auto" else Path(args.resume)
-    # Checked before the data and the model are loaded; the engine checks the checkpoint itself.
-    check_run_folder(run_dir, resume=resume is not None, overwrite=args.overwrite, outputs=FINETUNE_OUTPUTS)
+    resume = run_folder_checked(args, cfg, FINETUNE_OUTPUTS)
     try:
         result = finetune(cfg, progress=not args.quiet, resume=resume, overwrite=args.overwrite)
         main = is_main_process()
-    except NonFiniteLossError as err:
-        raise UserError(str(err)) from None
     finally:
         shutdown()
     if not main:  # under torchrun, rank 0 reports
