@@ -7,14 +7,15 @@ trained), then the projection; :class:`clef.model.model.ClefModel` normalises th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from clef.errors import UserError
+from clef.model.hf_attention import recorded_attention
 from clef.model.hf_logging import quiet_transformers
 from clef.model.model import Tower
+from clef.model.text_tokens import HFTokenizer
 
 
 def minilm_path() -> Path:
@@ -57,12 +58,22 @@ class MiniLMTower(Tower):
         # map to a smaller space can, so text similarities are meaningful from the first step.
         nn.init.orthogonal_(self.projection.weight)
 
+    has_attention = True
+
     def forward(self, tokens: dict[str, Tensor]) -> Tensor:
         mask = tokens["attention_mask"]
         hidden = self.encoder(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (N, L, 1)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (N, width)
         return self.projection(pooled)
+
+    def attention_forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[Tensor], Tensor]:
+        """See :meth:`Tower.attention_forward`; pooling = the attention mask / its count (mean pooling)."""
+        attention_modules = [layer.attention.self for layer in self.blocks()]
+        with recorded_attention(self.encoder.config, attention_modules) as attentions:
+            out = self.forward(tokens)
+        mask = tokens["attention_mask"].to(out.device, out.dtype)
+        return out, list(attentions), mask / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
 
     def blocks(self) -> list[nn.Module]:
         return list(self.encoder.encoder.layer)
@@ -74,14 +85,8 @@ class MiniLMTower(Tower):
         return list(self.projection.parameters())
 
 
-def minilm_tokenizer(max_length: int) -> Callable[[list[str]], dict[str, Tensor]]:
+def minilm_tokenizer(max_length: int) -> HFTokenizer:
     """The MiniLM WordPiece tokenizer as ``list[str] -> {"input_ids", "attention_mask"}`` (N, L)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-
-    def tokenize(texts: list[str]) -> dict[str, Tensor]:
-        out = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
-
-    return tokenize
+    return HFTokenizer(AutoTokenizer.from_pretrained(str(minilm_path())), max_length)
