@@ -39,7 +39,9 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def _atomic_write(target: Path, write) -> None:
+def atomic_write(target: Path, write) -> None:
+    """Write ``target`` through ``write(temporary_path)``, then fsync and ``os.replace``: a reader sees
+    the old file or the new one, never half of one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
@@ -159,8 +161,8 @@ def save_checkpoint(
         "versions": package_versions(),
     }
     text = json.dumps(meta, indent=2, sort_keys=False, allow_nan=True) + "\n"
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(sidecar_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(sidecar_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return weights_path, sidecar_path
 
 
