@@ -163,7 +163,7 @@ def test_resume_appends_only_the_missing_frames(tiny_au_model, crop_video, tmp_p
     monkeypatch.setattr(predict_module, "video_frames", real)
     with pytest.raises(UserError, match="exists; pass --resume"):
         Predictor(tiny_au_model, ALIGNED, device="cpu").run([crop_video], out)
-    with pytest.raises(UserError, match="different settings"):
+    with pytest.raises(UserError, match="other settings than this run"):
         Predictor(tiny_au_model, PredictConfig(aligned=True, frame_step=2), device="cpu").run(
             [crop_video], out, resume=True
         )

@@ -236,12 +236,14 @@ class _FrameStream(torch.utils.data.IterableDataset):
     def _item(self, item: _Item) -> Iterator[_Frame | _Failed | _Done]:
         cfg = self.config
         last = self.done.get(item.source)
+        if item.kind != "video" and last is not None:
+            return  # a resumed output holds this image already
         try:
             if item.kind == "video":
                 first = 0 if last is None else last + 1
                 for vf in video_frames(item.path, cfg.frame_step, cfg.start, cfg.end, first_index=first):
                     yield _Frame(item.source, item.kind, vf.index, vf.time, self._prepared(vf.rgb))
-            elif last is None:
+            else:
                 image = read_image(item.path) if item.kind == "image" else item.array
                 yield _Frame(
                     item.source, item.kind, _frame_number(item.path), math.nan, self._prepared(image)
@@ -336,7 +338,7 @@ class _OpenBlock:
             "template_rule": self.template_rule,
             "score": "NAME_cos = cos(image, text); logit = scale * cos (no bias); NAME_prob = sigmoid(logit) "
             "(independent) or softmax over the group; NAME = NAME_prob >= 0.5; group column = arg-max",
-            "scale": float(self.scores.clef.scale()),
+            "scale": float(self.scores.clef.scale().detach()),
         }
 
 
@@ -999,8 +1001,8 @@ class Predictor:
         changed = [k for k in current if previous.get(k) != current[k]]
         if changed:
             raise UserError(
-                f"{side}: the output was made with a different {', '.join(changed)}; "
-                "resume with the same model and settings, or use --overwrite"
+                f"{side}: the output has other {', '.join(changed)} than this run; "
+                "resume with the same model, labels and settings, or use --overwrite"
             )
         return previous
 
