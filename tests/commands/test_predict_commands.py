@@ -83,8 +83,8 @@ def test_explain_writes_a_figure_and_arrays(tiny_au_model, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert '"a photo of a person with lip corner puller."' in printed and "attention relevance" in printed
     arrays = np.load(tmp_path / "figs" / "smile.npz")
-    assert str(arrays["text_0"]) == "a photo of a person with raised brows."
-    assert arrays["heatmap_1"].shape == (32, 32) and (tmp_path / "figs" / "smile.png").stat().st_size > 5000
+    assert str(arrays["text_1"]) == "a photo of a person with raised brows."  # --label first, then --text
+    assert arrays["heatmap_0"].shape == (32, 32) and (tmp_path / "figs" / "smile.png").stat().st_size > 5000
     assert (
         main(
             ["explain", str(tiny_au_model), str(tmp_path / "scene.png"), "--label", "AU99", "--out", str(out)]

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [label for label in args.label if label not in space.ids]
     if unknown:
         raise UserError(f"unknown label(s) {', '.join(unknown)}; the model's labels: {', '.join(space.ids)}")
-    texts = list(args.text) + [space.names[space.ids.index(label)] for label in args.label]
+    texts = [space.names[space.ids.index(label)] for label in args.label] + list(args.text)
     if not texts:
         raise UserError("give at least one --text or --label")
     template = args.prompt if args.prompt is not None else model.name_templates[0]
