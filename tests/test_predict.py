@@ -340,3 +340,35 @@ def test_parquet_without_pyarrow_says_how_to_get_it(tiny_au_model, tmp_path, mon
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(UserError, match="pip install pyarrow"):
         Predictor(tiny_au_model, ALIGNED, device="cpu").run([_faces(1, 32)[0]], tmp_path / "x.parquet")
+
+
+def test_a_resumed_video_keeps_its_face_ids(tiny_au_model, tmp_path, monkeypatch):
+    import clef.predict as predict_module
+
+    faces = _faces(2, 72)
+    frames = []
+    for k in range(10):
+        frame = _scene(faces[0], k)
+        frame[70:142, 140 - k : 212 - k] = faces[1]
+        frames.append(frame)
+    clip = _write_video(tmp_path / "two.mp4", frames)
+    config = PredictConfig(batch_size=2, all_faces=True)
+    full = Predictor(tiny_au_model, config, device="cpu").predict([clip])
+    real = predict_module.video_frames
+
+    def interrupted(*args, **kwargs):
+        for frame in real(*args, **kwargs):
+            if frame.index == 6:
+                raise KeyboardInterrupt
+            yield frame
+
+    out = tmp_path / "two.csv"
+    monkeypatch.setattr(predict_module, "video_frames", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Predictor(tiny_au_model, config, device="cpu").run([clip], out)
+    monkeypatch.setattr(predict_module, "video_frames", real)
+    Predictor(tiny_au_model, config, device="cpu").run([clip], out, resume=True)
+    resumed = pd.read_csv(out)
+    key = ["frame", "face"]
+    assert resumed[key].values.tolist() == full[key].values.tolist()  # same ids, no duplicates
+    np.testing.assert_allclose(resumed["x1"], full["x1"], atol=0.01)

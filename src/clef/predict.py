@@ -556,7 +556,7 @@ class _SkipLog:
         runs = self.misses.setdefault(source, [])
         if runs and previous is not None and runs[-1][1] == previous:
             runs[-1][1] = frame
-        elif not any(a <= frame <= b for a, b in runs):  # a frame redone after a resume is no new entry
+        elif not _covered(runs, frame):  # a frame redone after a resume is no new entry
             runs.append([frame, frame])
         self.changed = True
 
@@ -573,6 +573,17 @@ class _SkipLog:
         out: list[dict[str, Any]] = list(self.failures)
         out += [{"source": s, "reason": NO_FACE, "frames": runs} for s, runs in self.misses.items()]
         return out
+
+
+def _covered(runs: list[list[int]], frame: int) -> bool:
+    """Whether ``frame`` lies in one of ``runs`` (sorted, as frames arrive in order). Only the last runs
+    can reach it, so this stops at the first run that ends before it."""
+    for first, last in reversed(runs):
+        if last < frame:
+            return False
+        if first <= frame:
+            return True
+    return False
 
 
 @dataclass
@@ -680,7 +691,8 @@ class Predictor:
         skipped = _SkipLog()
         parts = []
         for batch in self._batches(collect_inputs(inputs), {}):
-            parts.append(batch.rows)
+            if len(batch.rows):  # an empty batch (no face) would turn every column into objects
+                parts.append(batch.rows)
             self._log(batch, skipped)
         table = pd.concat(parts, ignore_index=True) if parts else self._empty()
         table.attrs["skipped"] = skipped.entries()
