@@ -682,12 +682,13 @@ class Predictor:
         self._detector: MTCNN | None = None
         self._trackers: dict[str, IoUTracker] = {}
         self._previous: dict[str, int] = {}  # last processed frame per source (runs of missing faces)
-        self._resume_tracks: dict[str, _SourceState] = {}
+        self._resume_tracks: dict[str, _SourceState] = {}  # face tracks of a resumed output
 
     # --- public API ---------------------------------------------------------------------------
     def predict(self, inputs: Iterable[Any]) -> pd.DataFrame:
         """All rows of ``inputs`` (paths or arrays) as one DataFrame; ``attrs["skipped"]`` lists what
         gave no row and why."""
+        self._start()
         skipped = _SkipLog()
         parts = []
         for batch in self._batches(collect_inputs(inputs), {}):
@@ -700,6 +701,7 @@ class Predictor:
 
     def iter_predict(self, inputs: Iterable[Any]) -> Iterator[pd.DataFrame]:
         """The rows of ``inputs`` one batch at a time (bounded memory, however many frames)."""
+        self._start()
         for batch in self._batches(collect_inputs(inputs), {}):
             yield batch.rows
 
@@ -708,6 +710,7 @@ class Predictor:
     ) -> Iterator[pd.DataFrame]:
         """Rows of a stream of frames ((H, W, 3) uint8 arrays or PIL images), one DataFrame per batch;
         ``frame`` counts from 0, ``time`` = frame / ``fps`` (empty without it). Runs in this process."""
+        self._start()
         size = self.model.clef.preprocess.image_size if self.config.aligned else None
 
         def messages() -> Iterator[_Frame | _Done]:
@@ -745,6 +748,9 @@ class Predictor:
         if out.exists():
             if overwrite:
                 if out.is_dir():
+                    foreign = [p.name for p in out.iterdir() if not p.name.startswith(("part-", ".part-"))]
+                    if foreign:  # never delete a folder this command did not write
+                        raise UserError(f"{out} holds other files than Parquet parts ({foreign[0]}, ...)")
                     shutil.rmtree(out)
                 else:
                     out.unlink()
@@ -757,7 +763,7 @@ class Predictor:
             resume = False
         finished: list[str] = list(previous.get("finished_videos", [])) if previous else []
         state = writer.start(resume, complete=set(finished))
-        self._resume_tracks = state.sources
+        self._start(state.sources)
         retried = {item.source for item in items}
         skipped = _SkipLog(previous.get("skipped") if previous else None, retried)
         summary = PredictSummary(out, side, resumed_sources=len(state.sources))
@@ -825,6 +831,10 @@ class Predictor:
         return summary
 
     # --- internals ----------------------------------------------------------------------------
+    def _start(self, resumed: dict[str, _SourceState] | None = None) -> None:
+        """Forget the per-source state of an earlier call (face tracks, the last frame seen)."""
+        self._trackers, self._previous, self._resume_tracks = {}, {}, dict(resumed or {})
+
     def _empty(self) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in self.columns})
 
