@@ -55,6 +55,31 @@ def _write_video(path: Path, frames: list[np.ndarray], rate: int = 10) -> Path:
     return path
 
 
+def _two_faces(faces: list[np.ndarray], k: int) -> np.ndarray:
+    """Frame ``k`` of two faces drifting towards each other, one in each half of the frame."""
+    frame = _scene(faces[0], k)
+    frame[70:142, 140 - k : 212 - k] = faces[1]
+    return frame
+
+
+def _run_interrupted(predictor: Predictor, inputs: list, out: Path, monkeypatch, at: int) -> None:
+    """``predictor.run`` stopped by Ctrl-C when video frame ``at`` is decoded."""
+    import clef.predict as predict_module
+
+    real = predict_module.video_frames
+
+    def interrupted(*args, **kwargs):
+        for frame in real(*args, **kwargs):
+            if frame.index == at:
+                raise KeyboardInterrupt
+            yield frame
+
+    with monkeypatch.context() as patch:
+        patch.setattr(predict_module, "video_frames", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            predictor.run(inputs, out)
+
+
 @pytest.fixture(scope="module")
 def crop_video(tmp_path_factory) -> Path:
     """60 frames of 32 px aligned faces (the tiny models' input size), 10 frames/s."""
@@ -140,27 +165,14 @@ def test_rows_reach_the_file_while_a_long_video_is_still_decoding(
 
 
 def test_resume_appends_only_the_missing_frames(tiny_au_model, crop_video, tmp_path, monkeypatch):
-    import clef.predict as predict_module
-
     full = tmp_path / "full.csv"
     Predictor(tiny_au_model, ALIGNED, device="cpu").run([crop_video], full)
     out = tmp_path / "resumed.csv"
-    real = predict_module.video_frames
-
-    def interrupted(*args, **kwargs):
-        for frame in real(*args, **kwargs):
-            if frame.index == 30:
-                raise KeyboardInterrupt
-            yield frame
-
-    monkeypatch.setattr(predict_module, "video_frames", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        Predictor(tiny_au_model, ALIGNED, device="cpu").run([crop_video], out)
+    _run_interrupted(Predictor(tiny_au_model, ALIGNED, device="cpu"), [crop_video], out, monkeypatch, at=30)
     assert _frames_in(out) == list(range(24))  # three whole batches reached the disk
     assert json.loads((tmp_path / "resumed.json").read_text())["status"] == "interrupted"
     with open(out, "a") as f:  # a crash in the middle of a row
         f.write("crops.mp4,24,2.4,0,,,")
-    monkeypatch.setattr(predict_module, "video_frames", real)
     with pytest.raises(UserError, match="exists; pass --resume"):
         Predictor(tiny_au_model, ALIGNED, device="cpu").run([crop_video], out)
     with pytest.raises(UserError, match="other settings than this run"):
@@ -234,9 +246,7 @@ def test_frames_without_a_face_are_runs_and_face_ids_follow_tracks(tiny_au_model
         if 4 <= k < 7:
             frames.append(np.full((160, 224, 3), 96, np.uint8))  # the subjects leave the picture
         else:
-            frame = _scene(faces[0], k)
-            frame[70:142, 140 - k : 212 - k] = faces[1]
-            frames.append(frame)
+            frames.append(_two_faces(faces, k))
     clip = _write_video(tmp_path / "two.mp4", frames)
     config = PredictConfig(batch_size=4, all_faces=True)
     rows = Predictor(tiny_au_model, config, device="cpu").predict([clip])
@@ -343,30 +353,12 @@ def test_parquet_without_pyarrow_says_how_to_get_it(tiny_au_model, tmp_path, mon
 
 
 def test_a_resumed_video_keeps_its_face_ids(tiny_au_model, tmp_path, monkeypatch):
-    import clef.predict as predict_module
-
     faces = _faces(2, 72)
-    frames = []
-    for k in range(10):
-        frame = _scene(faces[0], k)
-        frame[70:142, 140 - k : 212 - k] = faces[1]
-        frames.append(frame)
-    clip = _write_video(tmp_path / "two.mp4", frames)
+    clip = _write_video(tmp_path / "two.mp4", [_two_faces(faces, k) for k in range(10)])
     config = PredictConfig(batch_size=2, all_faces=True)
     full = Predictor(tiny_au_model, config, device="cpu").predict([clip])
-    real = predict_module.video_frames
-
-    def interrupted(*args, **kwargs):
-        for frame in real(*args, **kwargs):
-            if frame.index == 6:
-                raise KeyboardInterrupt
-            yield frame
-
     out = tmp_path / "two.csv"
-    monkeypatch.setattr(predict_module, "video_frames", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        Predictor(tiny_au_model, config, device="cpu").run([clip], out)
-    monkeypatch.setattr(predict_module, "video_frames", real)
+    _run_interrupted(Predictor(tiny_au_model, config, device="cpu"), [clip], out, monkeypatch, at=6)
     Predictor(tiny_au_model, config, device="cpu").run([clip], out, resume=True)
     resumed = pd.read_csv(out)
     key = ["frame", "face"]
