@@ -364,3 +364,14 @@ def test_a_resumed_video_keeps_its_face_ids(tiny_au_model, tmp_path, monkeypatch
     key = ["frame", "face"]
     assert resumed[key].values.tolist() == full[key].values.tolist()  # same ids, no duplicates
     np.testing.assert_allclose(resumed["x1"], full["x1"], atol=0.01)
+
+
+def test_import_clef_stays_cheap():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, clef; assert 'torch' not in sys.modules; clef.Predictor; assert 'torch' in sys.modules"
+    )
+    src = str(Path(clef.__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src, "PATH": ""})
