@@ -265,9 +265,11 @@ def plot_explanations(explanations: Sequence[Explanation], path: str | Path) -> 
                 bbox={"facecolor": shade, "edgecolor": "none", "pad": 2},
             )
             box = label.get_window_extent(renderer).transformed(words.transAxes.inverted())
-            x = box.x1 + 0.015
-            if x > 0.95:
+            if box.x1 > 1.0 and x > 0.0:  # does not fit: start the next line with it
                 x, y = 0.0, y - 0.25
+                label.set_position((x, y))
+                box = label.get_window_extent(renderer).transformed(words.transAxes.inverted())
+            x = box.x1 + 0.015
         words.set_title(f'"{e.text}"', fontsize=8, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
