@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny import TINY_CLIP, TINY_WORLD
+from tiny import CONTRAST_FINETUNE, TINY_CLIP, TINY_FINETUNE, TINY_WORLD
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +42,56 @@ def new_tiny_clip():
 def tiny_clip(new_tiny_clip):
     """A fresh toy-size CLIP dual encoder (see :func:`new_tiny_clip`)."""
     return new_tiny_clip()
+
+
+def _finetune(run_dir: Path, overrides: list[str]) -> Path:
+    from clef.config import load_config
+    from clef.finetune import FinetuneConfig, finetune
+
+    cfg = load_config(FinetuneConfig, None, [f"run_dir={run_dir}", "device=cpu", *overrides])
+    return finetune(cfg, progress=False).checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_au_model(tiny_world, tmp_path_factory) -> Path:
+    """``RUN_DIR/model`` of a toy-size CLIP fine-tuned for 2 steps on the tiny world's BP4D-layout lab
+    data (fold 1, the 12 BP4D AUs): wiring only, its scores mean nothing."""
+    return _finetune(
+        tmp_path_factory.mktemp("au_model"),
+        [f"data.root={tiny_world / 'bp4d'}", "method.task=au", *TINY_FINETUNE],
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_fer_model(tiny_world, tmp_path_factory) -> Path:
+    """As :func:`tiny_au_model`, for FER on the tiny world's RAF-DB layout (official split, 7 classes)."""
+    return _finetune(
+        tmp_path_factory.mktemp("fer_model"),
+        [
+            "data.dataset=rafdb",
+            f"data.root={tiny_world / 'rafdb'}",
+            "data.fold=null",
+            "method.task=fer",
+            *TINY_FINETUNE,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def contrast_model(tmp_path_factory) -> Path:
+    """``RUN_DIR/model`` of a model that has learnt where AU12 and the brow AUs are: the offline backbone
+    (CNN 16-32-64 at 32 px, MiniLM text tower frozen) fine-tuned for 700 steps (25-40 s on 2 shared cores)
+    on the contrast set of 300 identities (:mod:`clef.synth.contrast`: AU12 crossed with raised /
+    lowered brows). A few dozen steps on the tiny world do not teach any AU (its lab frames hold a
+    handful of AU12 positives; F1 stays 0 and Grad-CAM maps sit on the image border), so a relevance
+    check needs this."""
+    from clef.synth.contrast import write_contrast_set
+
+    root = tmp_path_factory.mktemp("contrast")
+    train = write_contrast_set(root / "train", identities=300, size=32, seed=0)
+    test = write_contrast_set(root / "test", identities=8, size=32, seed=1)
+    from clef.config import load_config
+    from clef.finetune import FinetuneConfig, finetune
+
+    cfg = load_config(FinetuneConfig, None, [f"run_dir={root / 'run'}", "device=cpu", *CONTRAST_FINETUNE])
+    return finetune(cfg, train_records=train, test_records=test, progress=False).checkpoint

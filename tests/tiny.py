@@ -33,6 +33,29 @@ BACKBONE_CASES = {
     "clip-tiny": ("clip-vit-b16", TINY_CLIP),
 }
 
+# Fine-tuning overrides for a toy CLIP trained 2 steps (wiring only), and for the contrast-set model
+# that learns AU12 and the brow AUs (tests/conftest.py: contrast_model).
+TINY_FINETUNE = [
+    "init.backbone=clip-vit-b16",
+    f"init.backbone_config={TINY_CLIP_YAML}",
+    "init.pretrained=false",
+    "data.batch_size=16",
+    "engine.steps=2",
+    "engine.warmup_steps=1",
+]
+CONTRAST_FINETUNE = [
+    "init.backbone=offline",
+    "init.backbone_config={image_encoder: cnn, cnn_widths: [16, 32, 64], cnn_depth: 1, embed_dim: 32, "
+    "image_size: 32}",
+    "trainable.text_blocks=0",
+    "data.aus=[1, 2, 4, 12]",
+    "data.batch_size=32",
+    "optim.lr_image=3e-3",
+    "optim.lr_other=3e-3",
+    "engine.steps=700",
+    "engine.warmup_steps=10",
+]
+
 # 6 lab subjects: the world interleaves BP4D's fold parts, so fold 1 has 4 training and 2 test
 # subjects; a wild split with every class; one DISFA subject.
 TINY_WORLD = WorldConfig(lab_subjects=6, frames_per_video=4, wild_images=80, disfa_subjects=1, disfa_frames=4)

@@ -39,11 +39,6 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def _atomic_write(target: Path, write) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, write)  # a kill leaves the old file or the new one, never half of one
-
-
 def finished_with(path: str | Path, training_config: Any) -> dict[str, Any] | None:
     """The sidecar of checkpoint ``path`` when both its files exist and it records exactly
     ``training_config`` (compared after the JSON round trip the sidecar went through), else None.
@@ -149,8 +144,8 @@ def save_checkpoint(
         "versions": package_versions(),
     }
     text = json.dumps(meta, indent=2, sort_keys=False, allow_nan=True) + "\n"
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(sidecar_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(sidecar_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return weights_path, sidecar_path
 
 

@@ -58,9 +58,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 
     The temporary file is flushed to disk before ``os.replace`` (atomic on POSIX), so a reader, or a
     run resumed after a kill or a power cut, sees the old file or the new one. On an exception the
-    temporary file is removed and the old file is left as it was.
+    temporary file is removed and the old file is left as it was. The folder is created if needed.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
         write(tmp)

@@ -24,6 +24,7 @@ def plot_tsne(
     ``order``: the label values in legend order (default: canonical expressions first, then the
     other values sorted). Perplexity is min(30, (N - 1) / 3), so small sets work too.
     """
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
     from sklearn.manifold import TSNE
 
@@ -34,7 +35,9 @@ def plot_tsne(
     if order is None:
         order = [e for e in EXPRESSIONS if e in present] + sorted(present - set(EXPRESSIONS))
     classes = [c for c in order if c in present]
-    colours = {c: f"C{k % 10}" for k, c in enumerate(classes)}
+    # Matplotlib's 10-colour cycle repeats after ten classes (subjects!); tab20 keeps 20 apart.
+    palette = [f"C{k}" for k in range(10)] if len(classes) <= 10 else list(colormaps["tab20"].colors)
+    colours = {c: palette[k % len(palette)] for k, c in enumerate(classes)}
     fig = Figure(figsize=(4.2 * len(panels), 4.4))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (panel_title, emb) in zip(axes, panels, strict=True):

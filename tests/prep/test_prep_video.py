@@ -93,3 +93,17 @@ def test_iou_tracker_links_overlapping_boxes_and_retires_stale_tracks():
     assert tracker.update(torch.tensor([[52.0, 50, 62, 60]]), frame=7) == [
         2
     ]  # too stale: new id, never reused
+
+
+def test_video_frames_carry_times_and_honour_the_window(tmp_path, astronaut):
+    from clef.prep.sources import video_frames
+
+    write_two_face_video(tmp_path / "clip.mp4", astronaut, frames=8)  # 10 frames/s
+    frames = list(video_frames(tmp_path / "clip.mp4"))
+    assert [f.index for f in frames] == list(range(8))
+    assert [round(f.time, 3) for f in frames] == [k / 10 for k in range(8)]
+    window = list(video_frames(tmp_path / "clip.mp4", step=2, start=0.15, end=0.5))
+    assert [f.index for f in window] == [2, 4]
+    later = list(video_frames(tmp_path / "clip.mp4", first_index=5))
+    assert [f.index for f in later] == [5, 6, 7] and later[0].rgb.shape == (192, 320, 3)
+    assert list(video_frames(tmp_path / "clip.mp4", start=5.0)) == []  # nothing in the window is no error

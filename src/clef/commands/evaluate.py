@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clef.data import load_dataset
-    from clef.data.folds import split_fold
+    from clef.data.folds import test_selection
     from clef.errors import UserError
     from clef.evaluation import AUResult, evaluate_predictions, write_result
     from clef.finetuned import load_finetuned
@@ -43,17 +43,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, meta = load_finetuned(args.checkpoint, device=device)
     records = load_dataset(args.dataset, args.root)
-    if args.fold is not None:
-        _, selected = split_fold(records, args.fold, records.attrs.get("protocol"))
-        where = f"fold {args.fold} test subjects"
-    else:
-        split = args.split or "test"
-        if "split" not in records or records["split"].isna().all():
-            raise UserError(f"dataset {args.dataset!r} has no official split; use --fold K")
-        selected = records[records["split"] == split]
-        where = f"split {split!r}"
-    if selected.empty:
-        raise UserError(f"no records in {where} of {args.root}")
+    try:
+        selected, where = test_selection(records, args.fold, args.split)
+    except UserError as err:
+        raise UserError(f"dataset {args.dataset!r} at {args.root}: {err}") from None
     predictions = predict(model, selected, args.batch_size, device, args.workers, not args.quiet)
     result = evaluate_predictions(predictions, selected)
     paths = write_result(result, args.out, title=f"{args.dataset} {where}")

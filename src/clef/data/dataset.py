@@ -18,7 +18,7 @@ from clef.data.records import au_targets
 from clef.errors import UserError
 from clef.labels import EXPRESSIONS
 
-__all__ = ["ImageRecords"]
+__all__ = ["ImageRecords", "square_image"]
 
 
 class ImageRecords(torch.utils.data.Dataset):
@@ -73,10 +73,7 @@ class ImageRecords(torch.utils.data.Dataset):
         """
         try:
             with Image.open(self.paths[i]) as im:
-                im = im.convert("RGB")
-                if im.size != (self.image_size, self.image_size):
-                    im = im.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-                array = np.asarray(im, dtype=np.uint8).copy()
+                array = square_image(im.convert("RGB"), self.image_size)
         except FileNotFoundError:
             raise UserError(f"image of record {i} of {len(self)} not found", file=self.paths[i]) from None
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
@@ -99,6 +96,15 @@ class ImageRecords(torch.utils.data.Dataset):
         if self._activity is not None:
             item["activity"] = torch.tensor(self._activity[i], dtype=torch.int64)
         return item
+
+
+def square_image(image: Image.Image, size: int) -> np.ndarray:
+    """An RGB image as the model sees it: resized to ``size × size`` (bilinear, Pillow) unless it already
+    is, as a writable (size, size, 3) uint8 array. Training, evaluation and ``clef predict`` all resize
+    through this, so the same file gives the same pixels everywhere."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).copy()
 
 
 def _indices(column: pd.Series, vocabulary: Sequence[str], what: str) -> np.ndarray:

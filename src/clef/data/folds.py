@@ -191,3 +191,28 @@ def assert_subject_exclusive(train: pd.DataFrame, test: pd.DataFrame) -> None:
     shared = set(train["subject"].dropna()) & set(test["subject"].dropna())
     if shared:
         raise UserError(f"train and test share subjects: {', '.join(sorted(shared)[:10])}")
+
+
+def test_selection(
+    records: pd.DataFrame, fold: int | None = None, split: str | None = None
+) -> tuple[pd.DataFrame, str]:
+    """The records a scoring command uses and how to say which: fold ``fold``'s test subjects, or the
+    official split ``split`` (default ``test`` when no fold is given).
+
+    Raises:
+        UserError: both are given; the records have no official split; nothing is selected.
+    """
+    if fold is not None and split is not None:
+        raise UserError("give a fold or a split, not both")
+    if fold is not None:
+        _, selected = split_fold(records, fold, records.attrs.get("protocol"))
+        where = f"fold {fold} test subjects"
+    else:
+        split = split or "test"
+        if "split" not in records or records["split"].isna().all():
+            raise UserError("the dataset has no official split; use a fold")
+        selected = records[records["split"] == split]
+        where = f"split {split!r}"
+    if selected.empty:
+        raise UserError(f"no records in {where}")
+    return selected, where

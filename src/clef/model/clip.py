@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from clef.errors import UserError
+from clef.model.hf_attention import recorded_attention
 from clef.model.hf_logging import quiet_transformers
 from clef.model.model import ClefModel, Preprocess, Tower
 
@@ -138,8 +139,19 @@ class ClipImageTower(Tower):
         self.visual_projection = visual_projection
         self.embed_dim = visual_projection.out_features
 
+    has_attention = True
+
     def forward(self, images: Tensor) -> Tensor:
         return self.visual_projection(self.vision_model(pixel_values=images).pooler_output)
+
+    def attention_forward(self, images: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+        """See :meth:`Tower.attention_forward`; L = 1 + patches, pooled at the class token (index 0)."""
+        attention_modules = [layer.self_attn for layer in self.blocks()]
+        with recorded_attention(self.vision_model.config, attention_modules) as attentions:
+            out = self.forward(images)
+        pooling = out.new_zeros(out.shape[0], attentions[0].shape[-1])
+        pooling[:, 0] = 1.0
+        return out, list(attentions), pooling
 
     def blocks(self) -> list[nn.Module]:
         return list(self.vision_model.encoder.layers)
@@ -160,9 +172,25 @@ class ClipTextTower(Tower):
         self.text_projection = text_projection
         self.embed_dim = text_projection.out_features
 
+    has_attention = True
+
     def forward(self, tokens: dict[str, Tensor]) -> Tensor:
         out = self.text_model(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask"))
         return self.text_projection(out.pooler_output)
+
+    def attention_forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[Tensor], Tensor]:
+        """See :meth:`Tower.attention_forward`; pooled at the end-of-text token."""
+        attention_modules = [layer.self_attn for layer in self.blocks()]
+        with recorded_attention(self.text_model.config, attention_modules) as attentions:
+            out = self.forward(tokens)
+        ids = tokens["input_ids"].to(out.device)
+        # The position transformers' CLIPTextTransformer pools at: the first end-of-text token, or the
+        # largest id for configs from before it had a correct eos_token_id (2), as in that class.
+        eos = self.text_model.config.eos_token_id
+        position = ids.argmax(dim=-1) if eos == 2 else (ids == eos).int().argmax(dim=-1)
+        pooling = out.new_zeros(ids.shape)
+        pooling[torch.arange(ids.shape[0], device=out.device), position] = 1.0
+        return out, list(attentions), pooling
 
     def blocks(self) -> list[nn.Module]:
         return list(self.text_model.encoder.layers)

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import gzip
 import importlib.metadata
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from torch import Tensor
-
 from clef.errors import UserError
+from clef.model.text_tokens import HFTokenizer
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # Distributions known to ship the vocabulary file (looked up in this order).
@@ -117,19 +115,11 @@ def hf_clip_tokenizer(cfg) -> object:
     return _bpe_tokenizer(str(find_bpe_vocab(cfg.bpe_vocab)), cfg.context_length)
 
 
-def clip_tokenizer(cfg) -> Callable[[list[str]], dict[str, Tensor]]:
+def clip_tokenizer(cfg) -> HFTokenizer:
     """``list[str] -> {"input_ids", "attention_mask"}`` (N, L), L = longest text (at most the context
     length; longer texts are cut and keep their end-of-text token).
 
     Padding to the longest text rather than to 77 changes nothing in the embedding (the text
     transformer is causal and pools at the end-of-text token) and saves time.
     """
-    tokenizer = hf_clip_tokenizer(cfg)
-
-    def tokenize(texts: list[str]) -> dict[str, Tensor]:
-        out = tokenizer(
-            texts, padding=True, truncation=True, max_length=cfg.context_length, return_tensors="pt"
-        )
-        return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
-
-    return tokenize
+    return HFTokenizer(hf_clip_tokenizer(cfg), cfg.context_length)

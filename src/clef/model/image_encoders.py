@@ -19,11 +19,21 @@ class _Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, L, W) -> (B, L, W)
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # each (B, heads, L, W/heads)
         b, n, w = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        return self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, L, W) -> (B, L, W)
+        q, k, v = self._qkv(x)
         out = nn.functional.scaled_dot_product_attention(q, k, v)  # (B, heads, L, W/heads)
-        return self.proj(out.transpose(1, 2).reshape(b, n, w))
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+    def forward_with_probabilities(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """As :meth:`forward` (same result up to rounding), with the probabilities (B, heads, L, L) it
+        formed; SDPA's fused kernel never forms them, so this path spells the attention out."""
+        q, k, v = self._qkv(x)
+        probabilities = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+        return self.proj((probabilities @ v).transpose(1, 2).flatten(2)), probabilities
 
 
 class _ViTBlock(nn.Module):
@@ -40,6 +50,11 @@ class _ViTBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def forward_with_probabilities(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        attended, probabilities = self.attn.forward_with_probabilities(self.norm1(x))
+        x = x + attended
+        return x + self.mlp(self.norm2(x)), probabilities
 
 
 class SmallViT(Tower):
@@ -71,12 +86,29 @@ class SmallViT(Tower):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_linear)
 
-    def forward(self, images: Tensor) -> Tensor:
+    has_attention = True
+
+    def _tokens(self, images: Tensor) -> Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, W)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self._tokens(images)
         for layer in self.layers:
             x = layer(x)
         return self.projection(self.norm(x[:, 0]))
+
+    def attention_forward(self, images: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+        """See :meth:`Tower.attention_forward`; L = 1 + patches, pooled at the class token (index 0)."""
+        x = self._tokens(images)
+        attentions = []
+        for layer in self.layers:
+            x, probabilities = layer.forward_with_probabilities(x)
+            attentions.append(probabilities)
+        out = self.projection(self.norm(x[:, 0]))
+        pooling = out.new_zeros(x.shape[0], x.shape[1])
+        pooling[:, 0] = 1.0
+        return out, attentions, pooling
 
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)

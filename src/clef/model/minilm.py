@@ -7,15 +7,16 @@ trained), then the projection; :class:`clef.model.model.ClefModel` normalises th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from clef.errors import UserError
+from clef.model.hf_attention import recorded_attention
 from clef.model.hf_logging import quiet_transformers
 from clef.model.model import FrozenCache, Tower
+from clef.model.text_tokens import HFTokenizer
 
 
 def minilm_path() -> Path:
@@ -59,9 +60,13 @@ class MiniLMTower(Tower):
         nn.init.orthogonal_(self.projection.weight)
         self._prefix_cache = FrozenCache()
 
-    def forward(self, tokens: dict[str, Tensor]) -> Tensor:
+    has_attention = True
+
+    def forward(self, tokens: dict[str, Tensor], prefix_cache: bool = True) -> Tensor:
+        """(N, width) -> projected (N, D); ``prefix_cache=False`` runs every layer even when the
+        leading ones are frozen (what attention recording needs)."""
         ids, mask = tokens["input_ids"], tokens["attention_mask"]
-        frozen = self.frozen_layers()
+        frozen = self.frozen_layers() if prefix_cache else 0
         if frozen == 0:
             hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         else:
@@ -116,6 +121,14 @@ class MiniLMTower(Tower):
             hidden[i, : lengths[i]] = table[key]
         return hidden
 
+    def attention_forward(self, tokens: dict[str, Tensor]) -> tuple[Tensor, list[Tensor], Tensor]:
+        """See :meth:`Tower.attention_forward`; pooling = the attention mask / its count (mean pooling)."""
+        attention_modules = [layer.attention.self for layer in self.blocks()]
+        with recorded_attention(self.encoder.config, attention_modules) as attentions:
+            out = self.forward(tokens, prefix_cache=False)  # every layer runs: each one's attention
+        mask = tokens["attention_mask"].to(out.device, out.dtype)
+        return out, list(attentions), mask / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+
     def blocks(self) -> list[nn.Module]:
         return list(self.encoder.encoder.layer)
 
@@ -126,14 +139,8 @@ class MiniLMTower(Tower):
         return list(self.projection.parameters())
 
 
-def minilm_tokenizer(max_length: int) -> Callable[[list[str]], dict[str, Tensor]]:
+def minilm_tokenizer(max_length: int) -> HFTokenizer:
     """The MiniLM WordPiece tokenizer as ``list[str] -> {"input_ids", "attention_mask"}`` (N, L)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-
-    def tokenize(texts: list[str]) -> dict[str, Tensor]:
-        out = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
-
-    return tokenize
+    return HFTokenizer(AutoTokenizer.from_pretrained(str(minilm_path())), max_length)

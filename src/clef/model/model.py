@@ -78,9 +78,26 @@ class Tower(nn.Module):
     """
 
     embed_dim: int
+    # True for transformer towers, which implement attention_forward (clef.explain reads it to choose
+    # attention relevance over the class-activation map of the last block's feature map).
+    has_attention: bool = False
 
     def blocks(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    def attention_forward(self, inputs: Any) -> tuple[Tensor, list[Tensor], Tensor]:
+        """The forward pass plus what attention relevance needs (towers with ``has_attention``).
+
+        Returns ``(output, attentions, pooling)``: the (B, D) output :meth:`forward` gives; the
+        attention probabilities of every block, input side first, each (B, heads, L, L) with rows =
+        queries, in the autograd graph of ``output``; and ``pooling`` (B, L), how much each of the last
+        block's L tokens contributes to the output (class-token pooling: one-hot at that token; masked
+        mean pooling: mask / count).
+
+        Raises:
+            NotImplementedError: the tower has no attention (a CNN).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no attention maps")
 
     def head(self) -> list[nn.Module]:
         raise NotImplementedError
@@ -183,6 +200,16 @@ class ClefModel(nn.Module):
         if isinstance(texts, str):
             raise TypeError("tokenize expects a list of strings, not one string")
         return self._tokenizer(list(texts))
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """The readable form of each token id of one tokenised text (the id itself as text when the
+        tokenizer cannot name its tokens)."""
+        names = getattr(self._tokenizer, "token_strings", None)
+        return names(ids) if names is not None else [str(int(i)) for i in ids]
+
+    def special_token_ids(self) -> frozenset[int]:
+        """Ids of the tokenizer's markers (start, end, padding); empty when the tokenizer does not say."""
+        return frozenset(getattr(self._tokenizer, "special_ids", ()))
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """(N, D) unit-norm embeddings of ``texts``, tokenised and encoded ``batch_size`` at a time.

@@ -117,12 +117,29 @@ def video_frame_count(path: str | Path) -> int | None:
         return None
 
 
-def iter_video(path: str | Path, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode the first video stream of ``path``: yields ``(frame_index, (H, W, 3) uint8 RGB)`` for
-    every ``step``-th frame (indices count decoded frames from 0).
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded video frame: ``index`` counts decoded frames from 0, ``time`` is its presentation
+    time in seconds, ``rgb`` is ``(H, W, 3)`` uint8."""
+
+    index: int
+    time: float
+    rgb: np.ndarray
+
+
+def video_frames(
+    path: str | Path, step: int = 1, start: float = 0.0, end: float | None = None, first_index: int = 0
+) -> Iterator[VideoFrame]:
+    """Decode the first video stream of ``path``: every ``step``-th frame (by decoded index) whose
+    time lies in ``[start, end]`` seconds (``end`` None: to the last frame) and whose index is at least
+    ``first_index`` (a resumed run skips what it has).
+
+    Frames before ``start`` or ``first_index`` are decoded (so indices stay the container's frame
+    numbers) but not converted to RGB; decoding stops at the first frame after ``end``. Time is the frame's
+    presentation time, or index / average rate when the container gives none.
 
     Raises :class:`UserError` naming the file when it cannot be opened, has no video stream, or
-    fails to decode part-way.
+    fails to decode part-way (frames already yielded stay valid).
     """
     av = _import_av()
     try:
@@ -134,16 +151,28 @@ def iter_video(path: str | Path, step: int = 1) -> Iterator[tuple[int, np.ndarra
             raise UserError(f"video {path} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        index = 0
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        index, decoded = 0, False
         try:
             for frame in container.decode(stream):
-                if index % step == 0:
-                    yield index, frame.to_ndarray(format="rgb24")
+                decoded = True
+                time = frame.time if frame.time is not None else (index / rate if rate else float("nan"))
+                if end is not None and time > end:
+                    break
+                if index % step == 0 and time >= start and index >= first_index:
+                    yield VideoFrame(index, float(time), frame.to_ndarray(format="rgb24"))
                 index += 1
         except (av.FFmpegError, OSError) as err:
             raise UserError(f"cannot decode video {path} at frame {index}: {err}") from err
-        if index == 0:
+        if not decoded:
             raise UserError(f"video {path} has no decodable frames")
+
+
+def iter_video(path: str | Path, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """``(frame_index, (H, W, 3) uint8 RGB)`` for every ``step``-th frame of ``path``
+    (:func:`video_frames` from the first frame to the last)."""
+    for frame in video_frames(path, step):
+        yield frame.index, frame.rgb
 
 
 def iter_frames(item: SourceItem, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
